@@ -1,0 +1,1 @@
+"""Reconstruction-based anomaly detection with JAX: models, training, scoring, regions, plots."""

@@ -1,0 +1,51 @@
+"""ECG5000 (UCR text format): column 0 is the class, then 140 samples. Class 1 is the normal beat."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from research.data import Dataset, check_finite
+from research.errors import InputError
+from research.paths import dataset_dir
+
+LENGTH = 140
+
+
+def read_ucr(path: pathlib.Path, length: int = LENGTH) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and series from a UCR text file, with one-line errors for every malformed case."""
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a numeric table ({str(exc).splitlines()[0]})") from None
+    if table.size == 0:
+        raise InputError(f"{path}: file is empty")
+    if table.shape[1] != length + 1:
+        raise InputError(f"{path}: expected {length + 1} columns (label + {length} values), found {table.shape[1]}")
+    check_finite(table, str(path))
+    return table[:, 0].astype(int), table[:, 1:].astype(np.float32)
+
+
+def load(cfg) -> Dataset:
+    folder = pathlib.Path(cfg.get("path") or dataset_dir("ecg5000", cfg.get("root")))
+    train_path, test_path = folder / "ECG5000_TRAIN.txt", folder / "ECG5000_TEST.txt"
+    train_labels, train_x = read_ucr(train_path)
+    test_labels, test_x = read_ucr(test_path)
+    normal = train_labels == 1
+    if not normal.any():
+        raise InputError(f"{train_path}: no normal (class 1) rows to train on")
+    # UCR TEST uses classes 1..5; the shared copy uses 1 = normal, 0 = abnormal. Both: anomaly = not 1.
+    return Dataset(
+        train={"x": train_x[normal]},
+        test={"x": test_x},
+        test_labels=(test_labels != 1).astype(np.int32),
+        test_ids=[f"test_{i}" for i in range(len(test_x))],
+        kind="1d",
+        axis=np.arange(LENGTH, dtype=np.float32),
+        axis_label="sample",
+        meta={"train_file": str(train_path), "test_file": str(test_path),
+              "n_train_normal": int(normal.sum()), "n_test": int(len(test_x))},
+    )

@@ -1,0 +1,257 @@
+"""Training: a pure train step, one jit-compiled ``lax.scan`` per epoch, ensembles as a ``vmap`` axis.
+
+Every array in :class:`TrainState` carries a leading member axis ``K``. Member ``i`` is seeded with
+``seeds[i]`` alone, so a K-member ensemble equals K separate runs with those seeds. Each epoch's
+shuffling key is derived from ``(seed, epoch)`` inside the compiled program, so the state alone
+determines the rest of training and a resumed run continues exactly where it stopped.
+
+Data lives on the device(s) for the whole run. With a multi-device mesh the dataset is
+replicated, each batch is constrained to be split over the ``data`` mesh axis and XLA inserts
+the gradient all-reduce: the same code runs on one CPU, N GPUs or N processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from research import losses
+from research.errors import InputError
+
+Data = Mapping[str, Any]  # {'x': (N, ...), optional 'mask' and 'weights' of the same shape}
+
+
+@flax.struct.dataclass
+class TrainState:
+    seed: jnp.ndarray
+    epoch: jnp.ndarray
+    step: jnp.ndarray
+    params: Any
+    opt_state: Any
+    best_params: Any
+    best_val: jnp.ndarray
+    best_epoch: jnp.ndarray
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D ``data`` mesh over all devices of all processes."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    return Mesh(devices.reshape(-1), ("data",))
+
+
+def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Optimiser from ``config.train``: adam/adamw/sgd, constant/cosine/warmup_cosine schedule, clipping."""
+    total = max(1, int(cfg.epochs) * steps_per_epoch)
+    lr = float(cfg.learning_rate)
+    schedule_name = cfg.get("schedule", "constant")
+    if schedule_name == "constant":
+        schedule = lr
+    elif schedule_name == "cosine":
+        schedule = optax.cosine_decay_schedule(lr, total, alpha=cfg.get("final_lr_fraction", 0.0))
+    elif schedule_name == "warmup_cosine":
+        warmup = max(1, int(cfg.get("warmup_epochs", 1)) * steps_per_epoch)
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup, max(total, warmup + 1), end_value=lr * cfg.get("final_lr_fraction", 0.0))
+    else:
+        raise InputError(f"config key train.schedule: unknown schedule {schedule_name!r} "
+                         "(constant, cosine, warmup_cosine)")
+    name = cfg.get("optimizer", "adam")
+    if name == "adam":
+        opt = optax.adam(schedule)
+    elif name == "adamw":
+        opt = optax.adamw(schedule, weight_decay=cfg.get("weight_decay", 1e-4))
+    elif name == "sgd":
+        opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9))
+    else:
+        raise InputError(f"config key train.optimizer: unknown optimizer {name!r} (adam, adamw, sgd)")
+    clip = cfg.get("grad_clip", 0.0)
+    return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def _pad_rows(a: jnp.ndarray, rows: int) -> jnp.ndarray:
+    return jnp.pad(a, [(0, rows - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+    """Compiled train/eval programs for one model, optimiser and loss.
+
+    ``member_data=True`` gives every ensemble member its own dataset (arrays with a leading
+    member axis), e.g. ten one-class models trained as one program.
+    """
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    batch_size: int
+    loss_kind: str = "mse"
+    input_noise: float = 0.0
+    eval_batch_size: int = 1024
+    mesh: Mesh | None = None
+    member_data: bool = False
+
+    def __post_init__(self):
+        if self.mesh is None:
+            object.__setattr__(self, "mesh", make_mesh())
+        n_dev = self.mesh.devices.size
+        if self.batch_size % n_dev:
+            raise InputError(f"config key train.batch_size: {self.batch_size} is not divisible by the "
+                             f"{n_dev} devices of the data mesh")
+        if self.loss_kind not in losses.KINDS:
+            raise InputError(f"config key train.loss: unknown loss {self.loss_kind!r}; choose one of {losses.KINDS}")
+        d = 0 if self.member_data else None
+        repl = self.replicated
+        object.__setattr__(self, "_epoch", jax.jit(
+            jax.vmap(self.epoch_single, in_axes=(0, d, d)), donate_argnums=0, out_shardings=repl))
+        object.__setattr__(self, "_predict", jax.jit(
+            jax.vmap(self.predict_single, in_axes=(0, d)), out_shardings=repl))
+
+    # ---- placement -------------------------------------------------------------------------
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    def put(self, data: Data) -> dict:
+        """Places host arrays on every device of the mesh (works across processes too)."""
+        def place(a):
+            a = np.asarray(a)
+            return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
+        return {k: place(v) for k, v in data.items() if v is not None}
+
+    def _split_batch(self, a: jnp.ndarray) -> jnp.ndarray:
+        if self.mesh.devices.size == 1:
+            return a
+        return jax.lax.with_sharding_constraint(a, NamedSharding(self.mesh, P("data")))
+
+    # ---- state -----------------------------------------------------------------------------
+    def init(self, seeds, sample_shape: tuple[int, ...]) -> TrainState:
+        """Initial state for members with the given seeds; ``sample_shape`` excludes the batch axis."""
+        seeds = tuple(int(s) for s in seeds)
+
+        def one(seed):
+            key = jax.random.fold_in(jax.random.key(seed), 0)
+            params = self.model.init(key, jnp.zeros((1, *sample_shape), jnp.float32))
+            return TrainState(
+                seed=jnp.asarray(seed, jnp.uint32), epoch=jnp.zeros((), jnp.int32),
+                step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+                best_params=params, best_val=jnp.asarray(jnp.inf, jnp.float32),
+                best_epoch=jnp.asarray(-1, jnp.int32))
+
+        build = jax.jit(lambda: jax.vmap(one)(jnp.asarray(seeds, jnp.uint32)), out_shardings=self.replicated)
+        return build()
+
+    # ---- pure per-member functions ----------------------------------------------------------
+    def train_step(self, state: TrainState, batch: Data, rng) -> tuple[TrainState, dict]:
+        """One optimiser step: pure function of (state, batch, rng) -> (state, metrics)."""
+        x = batch["x"]
+        inputs = x
+        if self.input_noise:
+            inputs = x + self.input_noise * jax.random.normal(rng, x.shape, x.dtype)
+
+        def loss_fn(params):
+            recon = self.model.apply(params, inputs)
+            return losses.loss(x, recon, batch.get("mask"), batch.get("weights"), self.loss_kind)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss}
+
+    def epoch_single(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
+        """One epoch over shuffled batches (a ``lax.scan``), then validation and best-tracking."""
+        n = train["x"].shape[0]
+        steps = n // self.batch_size
+        key = jax.random.fold_in(jax.random.key(state.seed), state.epoch + 1)
+        perm_key, step_key = jax.random.split(key)
+        order = jax.random.permutation(perm_key, n)[: steps * self.batch_size]
+        order = order.reshape(steps, self.batch_size)
+
+        def body(st, inputs):
+            idx, rng = inputs
+            batch = {k: self._split_batch(v[idx]) for k, v in train.items()}
+            st, metrics = self.train_step(st, batch, rng)
+            return st, metrics["loss"]
+
+        state, step_losses = jax.lax.scan(body, state, (order, jax.random.split(step_key, steps)))
+        val_loss = self.mean_loss_single(state.params, val)
+        improved = val_loss < state.best_val
+        best_params = jax.tree.map(lambda new, old: jnp.where(improved, new, old),
+                                   state.params, state.best_params)
+        state = state.replace(
+            epoch=state.epoch + 1, best_params=best_params,
+            best_val=jnp.where(improved, val_loss, state.best_val),
+            best_epoch=jnp.where(improved, state.epoch, state.best_epoch))
+        return state, {"train_loss": step_losses.mean(), "val_loss": val_loss}
+
+    def _chunks(self, data: Data):
+        """Pads to a whole number of eval chunks; returns chunked arrays and a row-validity mask."""
+        n = data["x"].shape[0]
+        size = min(self.eval_batch_size, n)
+        rows = -(-n // size) * size
+        chunked = {k: _pad_rows(v, rows).reshape(rows // size, size, *v.shape[1:]) for k, v in data.items()}
+        valid = (jnp.arange(rows) < n).reshape(rows // size, size)
+        return chunked, valid, n
+
+    def predict_single(self, params, data: Data) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Reconstructions and per-sample errors of one member, computed in bounded-memory chunks."""
+        chunked, _, n = self._chunks(data)
+
+        def one(chunk):
+            recon = self.model.apply(params, chunk["x"])
+            err = losses.per_sample(chunk["x"], recon, chunk.get("mask"), chunk.get("weights"), self.loss_kind)
+            return recon, err
+
+        recon, err = jax.lax.map(one, chunked)
+        return recon.reshape(-1, *recon.shape[2:])[:n], err.reshape(-1)[:n]
+
+    def mean_loss_single(self, params, data: Data) -> jnp.ndarray:
+        """The training loss over a whole dataset (all unmasked elements weigh the same)."""
+        chunked, valid, _ = self._chunks(data)
+
+        def one(inputs):
+            chunk, ok = inputs
+            recon = self.model.apply(params, chunk["x"])
+            mask = chunk.get("mask")
+            mask = jnp.ones(chunk["x"].shape, bool) if mask is None else mask.astype(bool)
+            mask = mask & ok.reshape((-1,) + (1,) * (mask.ndim - 1))
+            err = losses.per_sample(chunk["x"], recon, mask, chunk.get("weights"), self.loss_kind)
+            count = mask.reshape(mask.shape[0], -1).sum(1)
+            return (err * count).sum(), count.sum()
+
+        total, count = jax.lax.map(one, (chunked, valid))
+        return total.sum() / jnp.maximum(count.sum(), 1)
+
+    # ---- compiled entry points ----------------------------------------------------------------
+    def epoch(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
+        """One epoch for every member; ``state`` is donated."""
+        return self._epoch(state, train, val)
+
+    def predict(self, params, data: Data) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Reconstructions ``(K, N, ...)`` and per-sample errors ``(K, N)`` for every member."""
+        return self._predict(params, data)
+
+
+def fit(trainer: Trainer, state: TrainState, train: Data, val: Data, epochs: int,
+        on_epoch: Callable[[TrainState, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None) -> TrainState:
+    """Runs epochs until ``epochs`` (counted from the state's own epoch, so resuming just works).
+
+    ``on_epoch(state, metrics)`` sees host metrics with one value per member; ``should_stop``
+    is polled after each epoch (e.g. set by a preemption signal).
+    """
+    start = int(np.asarray(jax.device_get(state.epoch)).reshape(-1)[0])
+    for _ in range(start, epochs):
+        state, metrics = trainer.epoch(state, train, val)
+        if on_epoch is not None:
+            on_epoch(state, jax.tree.map(np.asarray, jax.device_get(metrics)))
+        if should_stop is not None and should_stop():
+            break
+    return state
