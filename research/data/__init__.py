@@ -32,6 +32,10 @@ class Dataset:
 LOADERS: dict[str, str] = {
     # name -> "module:function"; imported lazily so one dataset's dependencies never block another.
     "ecg5000": "research.data.ecg5000:load",
+    "sdss": "research.data.sdss:load",
+    "rf": "research.data.rf:load",
+    "fsdd": "research.data.fsdd:load",
+    "fashion_mnist": "research.data.fashion_mnist:load",
 }
 
 

@@ -1,33 +1,33 @@
 """Model registry: ``config.model.name`` picks a class, the other keys are its fields."""
 
 import dataclasses
+import importlib
 
 import flax.linen as nn
 
 from research.errors import InputError
-from research.models.conv1d import Conv1DAE
-from research.models.dense import DenseAE
 
-MODELS: dict[str, type[nn.Module]] = {
-    "dense": DenseAE,
-    "conv1d": Conv1DAE,
+MODELS: dict[str, str] = {
+    # name -> "module:Class", imported on use
+    "dense": "research.models.dense:DenseAE",
+    "conv1d": "research.models.conv1d:Conv1DAE",
+    "cnn_skip": "research.models.cnn_skip:CNNSkipAE",
+    "conv2d": "research.models.conv2d:Conv2DAE",
 }
 
 
-def register(name: str):
-    def wrap(cls):
-        MODELS[name] = cls
-        return cls
-    return wrap
+def model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise InputError(f"config key model.name: unknown model {name!r}; choose one of {sorted(MODELS)}")
+    module, cls = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def build_model(model_config) -> nn.Module:
     """Instantiates the model named in the config; unknown names or fields are one-line errors."""
     cfg = dict(model_config)
     name = cfg.pop("name")
-    if name not in MODELS:
-        raise InputError(f"config key model.name: unknown model {name!r}; choose one of {sorted(MODELS)}")
-    cls = MODELS[name]
+    cls = model_class(name)
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     unknown = sorted(set(cfg) - fields)
     if unknown:

@@ -1,0 +1,48 @@
+"""Experiment-specific analyses that run after training and scoring.
+
+``config.analyses`` lists names; each maps to ``"module:function"`` and is called as
+``function(ctx)`` with a :class:`RunContext`. It may write files under ``ctx.run.path`` and return
+a dict of numbers that is merged into ``metrics.json`` under its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import numpy as np
+
+from research.errors import InputError
+
+ANALYSES: dict[str, str] = {
+    "sdss_regions": "research.analyses.sdss_regions:run",
+    "baselines": "research.analyses.baselines:run",
+    "fsdd_maps": "research.analyses.fsdd_maps:run",
+}
+
+
+@dataclasses.dataclass
+class RunContext:
+    config: Any  # the resolved ml_collections.ConfigDict
+    dataset: Any  # research.data.Dataset (after scaling; the scaler is in ``scaler``)
+    run: Any  # research.rundir.RunDir
+    trainer: Any  # research.training.Trainer
+    state: Any  # research.training.TrainState (leading member axis)
+    params: Any  # the parameters scored (best or last), leading member axis
+    recon_test: np.ndarray  # (K, N_test, ...) reconstructions of every member
+    errors: dict[str, np.ndarray]  # per split ('train', 'val', 'test'): ensemble-mean per-sample error
+    errors_std: dict[str, np.ndarray]  # per split: spread across members (zeros for K=1)
+    threshold: float
+    flags: np.ndarray  # test predictions, 1 = anomaly
+    scaler: Any = None
+
+
+def run_analyses(names, ctx: RunContext) -> dict:
+    results = {}
+    for name in names:
+        if name not in ANALYSES:
+            raise InputError(f"config key analyses: unknown analysis {name!r}; choose from {sorted(ANALYSES)}")
+        module, func = ANALYSES[name].split(":")
+        results[name] = getattr(importlib.import_module(module), func)(ctx) or {}
+    return results
