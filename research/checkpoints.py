@@ -1,0 +1,58 @@
+"""Orbax checkpoints of the full train state: ``latest`` (to resume) and ``best`` (by validation loss).
+
+The train state already tracks each member's best parameters on the device, so ``best`` is a
+parameters-only checkpoint written alongside ``latest``. Every process calls these (orbax
+coordinates multi-process writes); the directory must be on a filesystem all processes share.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+from research.training import TrainState
+
+
+def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpoints:
+    def __init__(self, directory: str | pathlib.Path):
+        directory = pathlib.Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        self.latest = ocp.CheckpointManager(directory / "latest", options=options)
+        self.best = ocp.CheckpointManager(directory / "best", options=options)
+
+    def save(self, state: TrainState) -> int:
+        """Saves the state under its epoch number (and its best parameters); returns the epoch."""
+        epoch = int(jax.device_get(state.epoch).reshape(-1)[0])
+        if self.latest.latest_step() == epoch:
+            return epoch
+        self.latest.save(epoch, args=ocp.args.StandardSave(state))
+        self.best.save(epoch, args=ocp.args.StandardSave(state.best_params))
+        return epoch
+
+    def latest_epoch(self) -> int | None:
+        return self.latest.latest_step()
+
+    def restore(self, like: TrainState) -> TrainState:
+        """The latest state, restored with the structure, dtypes and shardings of ``like``."""
+        step = self.latest.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{self.latest.directory}: no checkpoint to resume from")
+        return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(like)))
+
+    def restore_best_params(self, like_params):
+        step = self.best.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{self.best.directory}: no best checkpoint")
+        return self.best.restore(step, args=ocp.args.StandardRestore(_abstract(like_params)))
+
+    def close(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+        self.latest.close()
+        self.best.close()

@@ -1,0 +1,37 @@
+"""Anomaly scores from reconstruction errors, and the thresholds that turn scores into flags."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from research.errors import InputError
+
+METHODS = ("mean_std", "percentile", "median_mad")
+MAD_TO_SIGMA = 1.4826  # MAD of a Gaussian times this is its standard deviation
+
+
+def ensemble_scores(member_errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble mean and spread (std across members) of per-sample errors shaped ``(K, N)``."""
+    member_errors = np.asarray(member_errors, np.float64)
+    return member_errors.mean(0), member_errors.std(0)
+
+
+def threshold(errors: np.ndarray, method: str, k: float = 2.0, percentile: float = 95.0) -> float:
+    """``mean_std``: mean + k·std; ``percentile``: the given percentile;
+    ``median_mad``: median + k·1.4826·MAD (k in Gaussian-σ units, robust to outliers in the fit set)."""
+    errors = np.asarray(errors, np.float64)
+    if errors.size == 0:
+        raise InputError("threshold: no errors to fit the threshold on")
+    if method == "mean_std":
+        return float(errors.mean() + k * errors.std())
+    if method == "percentile":
+        return float(np.percentile(errors, percentile))
+    if method == "median_mad":
+        med = np.median(errors)
+        return float(med + k * MAD_TO_SIGMA * np.median(np.abs(errors - med)))
+    raise InputError(f"config key threshold.method: unknown method {method!r}; choose one of {METHODS}")
+
+
+def flag(scores: np.ndarray, thr: float) -> np.ndarray:
+    """1 where the score is strictly above the threshold (anomalous), else 0."""
+    return (np.asarray(scores) > thr).astype(np.int32)
