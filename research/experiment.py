@@ -69,10 +69,10 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     config = resolve(config)
     t_start = time.time()
     lead = jax.process_index() == 0
+    ds, scaler = prepare_data(config)
     rundir = RunDir(config.run.root, config.experiment, config.run.name, writer=lead)
     if lead:
         log(f"run directory: {rundir.path}")
-    ds, scaler = prepare_data(config)
     rundir.write_json("config.json", json.loads(config.to_json_best_effort()))
 
     model = build_model(config.model)

@@ -1,16 +1,65 @@
-"""Command line: ``python -m research.train --config=experiments/ecg5000_conv1d.py [--config.a.b=v ...]``."""
+"""Command line: ``python -m research.train --config=experiments/ecg5000_conv1d.py [--config.a.b=v ...]``.
+
+Bad input never ends in a traceback wall: config files, keys and values that are wrong, and data
+errors (:class:`research.errors.InputError`), print one ``error: ...`` line and exit with status 2.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from research.errors import InputError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
                                           lock_config=True)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with one-line errors for bad config files and unknown or mistyped keys."""
+    path = _config_path(argv)
+    if path is None and not any(a in ("--help", "--helpfull", "-h") for a in argv):
+        _fail("--config=experiments/<name>.py is required")
+    if path is not None and not os.path.isfile(path.split(":")[0]):
+        _fail(f"{path}: config file not found")
+    try:
+        return flags.FLAGS(argv)
+    except (KeyError, AttributeError) as exc:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        key = (re.findall(r"'([A-Za-z0-9_]+)", text) or ["?"])[0]
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        culprit = [a.split("=")[0] for a in argv[1:]
+                   if a.startswith("--config.") and key in a.split("=")[0].split(".")]
+        _fail(f"{culprit[0] if culprit else '--config'}: unknown config key {key!r}"
+              + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+    except (flags.Error, ValueError, TypeError) as exc:
+        _fail(_first_line(exc))
+    except Exception as exc:  # errors raised while executing the config file itself
+        _fail(f"{path}: {_first_line(exc)}")
+    return []
 
 
 def _headline(summary: dict) -> str:
@@ -27,20 +76,20 @@ def _headline(summary: dict) -> str:
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if _CONFIG.value is None:
-        raise app.UsageError("--config=experiments/<name>.py is required")
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = _CONFIG.value
+    except OSError as exc:
+        _fail(_first_line(exc))
     from research import experiment  # imported late so --help stays fast
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-
     try:
-        summary = experiment.run(_CONFIG.value)
+        summary = experiment.run(config)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc))
     print(_headline(summary))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
