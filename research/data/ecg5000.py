@@ -17,12 +17,12 @@ def read_ucr(path: pathlib.Path, length: int = LENGTH) -> tuple[np.ndarray, np.n
     """Labels and series from a UCR text file, with one-line errors for every malformed case."""
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    if not path.read_text().strip():
+        raise InputError(f"{path}: file is empty")
     try:
         table = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except ValueError as exc:
         raise InputError(f"{path}: not a numeric table ({str(exc).splitlines()[0]})") from None
-    if table.size == 0:
-        raise InputError(f"{path}: file is empty")
     if table.shape[1] != length + 1:
         raise InputError(f"{path}: expected {length + 1} columns (label + {length} values), found {table.shape[1]}")
     check_finite(table, str(path))

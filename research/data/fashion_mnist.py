@@ -1,0 +1,120 @@
+"""Fashion-MNIST from the official IDX gzip files: images scaled to [0, 1], shape (N, 28, 28).
+
+Two modes, picked by ``data.normal_classes``:
+
+* unset (the seed experiment): train on every training image, score every test image; which
+  test images are anomalies is unknown, so ``test_labels`` is None.
+* a class or list of classes (one-class mode): train on those classes only; a test image is an
+  anomaly (label 1) when its class is not among them.
+
+``data.val_on_test=True`` validates on the test set (the seed's ``validation_data``) instead of a
+held-out slice of the training set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+import zlib
+
+import numpy as np
+
+from research.data import Dataset, limit_rows
+from research.errors import InputError
+from research.paths import dataset_dir
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+SHORT_NAMES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: pathlib.Path, ndim: int | None = None) -> np.ndarray:
+    """The array stored in a gzipped IDX file; every malformed case is a one-line InputError."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: not a readable gzip file ({exc})") from None
+    if len(raw) < 4:
+        raise InputError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    zero, type_code, dims = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    if zero != 0 or type_code not in _IDX_TYPES or dims == 0:
+        raise InputError(f"{path}: bad IDX magic number 0x{raw[:4].hex()}")
+    if ndim is not None and dims != ndim:
+        raise InputError(f"{path}: expected a {ndim}-dimensional IDX array, the header says {dims}")
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise InputError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    dtype = np.dtype(_IDX_TYPES[type_code])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise InputError(f"{path}: header shape {shape} needs {expected} data bytes, found {len(raw) - header}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_split(folder: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images in [0, 1] as float32 ``(N, 28, 28)`` and integer labels ``(N,)`` of ``train`` or ``test``."""
+    image_path, label_path = (pathlib.Path(folder) / name for name in FILES[split])
+    images = read_idx(image_path, ndim=3)
+    labels = read_idx(label_path, ndim=1)
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
+        raise InputError(f"{image_path}: expected 28x28 uint8 images, found {images.shape[1:]} {images.dtype}")
+    if len(labels) != len(images):
+        raise InputError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path.name}")
+    if labels.size and labels.max() >= len(CLASS_NAMES):
+        raise InputError(f"{label_path}: label {int(labels.max())} outside 0..{len(CLASS_NAMES) - 1}")
+    return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+
+
+def folder_of(cfg) -> pathlib.Path:
+    return pathlib.Path(cfg.get("path") or dataset_dir("fashion_mnist", cfg.get("root")))
+
+
+def normal_classes(cfg) -> tuple[int, ...] | None:
+    """The configured normal classes (None = seed mode), validated."""
+    value = cfg.get("normal_classes")
+    if value is None:
+        return None
+    classes = (int(value),) if np.isscalar(value) else tuple(int(c) for c in value)
+    bad = [c for c in classes if not 0 <= c < len(CLASS_NAMES)]
+    if not classes or bad:
+        raise InputError(f"config key data.normal_classes: {value!r} must name classes in 0..{len(CLASS_NAMES) - 1}")
+    return classes
+
+
+def load(cfg) -> Dataset:
+    folder = folder_of(cfg)
+    train_x, train_y = read_split(folder, "train")
+    test_x, test_y = read_split(folder, "test")
+    classes = normal_classes(cfg)
+    if classes is not None:
+        keep = np.isin(train_y, classes)
+        train_x, train_y = train_x[keep], train_y[keep]
+    limit = cfg.get("limit") or 0
+    train = limit_rows({"x": train_x, "y": train_y}, limit)
+    test = limit_rows({"x": test_x, "y": test_y, "i": np.arange(len(test_x))}, limit)
+    test_labels = None if classes is None else (~np.isin(test["y"], classes)).astype(np.int32)
+    ds = Dataset(
+        train={"x": train["x"]},
+        test={"x": test["x"]},
+        test_labels=test_labels,
+        test_ids=[f"test{i:05d}_{SHORT_NAMES[y]}" for i, y in zip(test["i"], test["y"])],
+        kind="image",
+        axis_label="pixel",
+        meta={"folder": str(folder), "class_names": list(CLASS_NAMES),
+              "normal_classes": None if classes is None else list(classes),
+              "n_train": int(len(train["x"])), "n_test": int(len(test["x"])),
+              "test_class_counts": np.bincount(test["y"], minlength=len(CLASS_NAMES)).tolist()},
+    )
+    if cfg.get("val_on_test"):
+        ds.val = dict(ds.test)
+    return ds

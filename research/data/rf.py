@@ -1,0 +1,162 @@
+"""RF spectrum frames of real 433/868 MHz captures: normal devices vs devices never seen in training.
+
+Frames come from a zip of complex ``.npy`` spectra (``cfg.zip_path``, written by
+``python -m data_prep.rf frames``) or straight from the I/Q folder (same framing, in memory). Each
+source (capture = device) is handled on its own because receivers and gains differ:
+
+* **noise floor** ``F``: 10th percentile, over the capture's non-zero frames, of each frame's median
+  bin power. Narrowband signals leave most bins at the noise level, so the median bin tracks the floor.
+* **activity**: a frame's mean bin power outside the DC bins (``dc_guard`` bins either side of the
+  centre; receivers leak the local oscillator there even when idle), in dB above ``F``.
+  ``>= active_db`` is an *active* (transmitting) frame; ``< idle_db`` is **idle noise**; frames in
+  between (edges of bursts) and all-zero frames (digital silence) are dropped and counted in ``meta``.
+* **features**: ``10 log10(|X|^2 / F)`` clipped at ``floor_db`` (``db=True``), else ``|X| / sqrt(F)``.
+
+Split: active frames of ``normal_devices`` are cut into time blocks of ``block`` frames; a seeded
+``test_fraction`` of the blocks is held out (label 0), the rest trains. The last frames of every
+block, which share samples with the next block, are dropped so no sample is on both sides. With
+``idle_noise`` the idle frames of the training blocks of normal devices join the training set. The
+test set adds every active frame of ``anomaly_devices`` (label 1; empty = all other captures). Idle
+frames of unseen devices are never used: their noise is not an anomaly.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+
+from data_prep.rf import frames_from_folder, frequency_axis, read_frames_zip
+from research.data import Dataset, limit_rows
+from research.errors import InputError
+from research.paths import dataset_dir
+
+NORMAL_DEVICES = ("elektromaten", "esaver", "ook_overshoot", "steckdose_anlernen")
+ANOMALY_DEVICES = ("ask", "cc1101", "enocean", "fsk")
+
+
+def noise_floor(power: np.ndarray) -> float:
+    """Per-bin noise power of a capture from its ``(N, L)`` bin powers (see module docstring)."""
+    nonzero = power.sum(1) > 0
+    if not nonzero.any():
+        return 0.0
+    return float(np.percentile(np.median(power[nonzero], axis=1), 10))
+
+
+def activity_db(power: np.ndarray, floor: float, dc_guard: int = 2) -> np.ndarray:
+    """Mean bin power outside the DC bins, in dB above ``floor`` (-inf for silent frames)."""
+    length = power.shape[1]
+    centre = length // 2
+    keep = np.ones(length, bool)
+    keep[max(0, centre - dc_guard):centre + dc_guard + 1] = False
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(power[:, keep].mean(1) / floor)
+
+
+def features(spectra: np.ndarray, floor: float, db: bool, floor_db: float) -> np.ndarray:
+    power = np.abs(spectra) ** 2 / floor
+    if db:
+        with np.errstate(divide="ignore"):
+            return np.maximum(10.0 * np.log10(power), floor_db).astype(np.float32)
+    return np.sqrt(power).astype(np.float32)
+
+
+def _frames(cfg) -> tuple[dict[str, np.ndarray], dict]:
+    frame_length, hop = int(cfg.get("frame_length", 256)), int(cfg.get("hop", 128))
+    if cfg.get("zip_path"):
+        z = read_frames_zip(cfg.zip_path, frame_length)
+        return z.by_source(), {"source": str(cfg.zip_path), "skipped": [f"{n}: {r}" for n, r in z.skipped]}
+    folder = pathlib.Path(cfg.get("path") or dataset_dir("rf_iq", cfg.get("root")))
+    frames, skipped = frames_from_folder(folder, frame_length, hop, cfg.get("window", "hann"))
+    return frames, {"source": str(folder), "skipped": [f"{n}: {r}" for n, r in skipped]}
+
+
+def _block_split(n: int, block: int, gap: int, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean train/test masks over ``n`` time-ordered frames, whole blocks per side."""
+    blocks = np.arange(n) // block
+    n_blocks = blocks[-1] + 1 if n else 0
+    n_test = int(round(fraction * n_blocks))
+    if fraction > 0 and n_blocks > 1:
+        n_test = min(max(n_test, 1), n_blocks - 1)
+    test_blocks = rng.choice(n_blocks, n_test, replace=False) if n_test else np.array([], int)
+    in_test = np.isin(blocks, test_blocks)
+    usable = (np.arange(n) % block) < block - gap
+    return usable & ~in_test, usable & in_test
+
+
+def _cap(idx: np.ndarray, cap: int, rng) -> np.ndarray:
+    if cap and len(idx) > cap:
+        return np.sort(rng.choice(idx, cap, replace=False))
+    return idx
+
+
+def load(cfg) -> Dataset:
+    frames, source_meta = _frames(cfg)
+    normal = tuple(cfg.get("normal_devices", NORMAL_DEVICES))
+    anomalies = tuple(cfg.get("anomaly_devices", ANOMALY_DEVICES)) or tuple(sorted(set(frames) - set(normal)))
+    for name in normal + anomalies:
+        if name not in frames:
+            raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
+                             f"{source_meta['source']} (sources: {sorted(frames)})")
+    if overlap := set(normal) & set(anomalies):
+        raise InputError(f"config key data.anomaly_devices: {sorted(overlap)} also listed as normal")
+
+    db, floor_db = bool(cfg.get("db", True)), float(cfg.get("floor_db", -30.0))
+    active_db, idle_db = float(cfg.get("active_db", 10.0)), float(cfg.get("idle_db", 6.0))
+    block, cap = int(cfg.get("block", 16)), int(cfg.get("max_frames_per_device", 0))
+    frame_length, hop = next(iter(frames.values())).shape[1], int(cfg.get("hop", 128))
+    gap = max(0, math.ceil(frame_length / hop) - 1)
+    rng = np.random.default_rng(int(cfg.get("seed", 0)))
+
+    train, test, labels, ids, stats = [], [], [], [], {}
+    for source in normal + anomalies:
+        spectra = frames[source]
+        power = np.abs(spectra) ** 2
+        floor = noise_floor(power)
+        if floor <= 0:
+            raise InputError(f"{source}: every frame is zero; no noise floor")
+        act = activity_db(power, floor, int(cfg.get("dc_guard", 2)))
+        silent = power.sum(1) == 0
+        active = (act >= active_db) & ~silent
+        idle = (act < idle_db) & ~silent
+        x = features(spectra, floor, db, floor_db)
+        st = {"frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
+              "silent": int(silent.sum()), "noise_floor": floor}
+        if source in normal:
+            tr, te = _block_split(len(spectra), block, gap, float(cfg.get("test_fraction", 0.25)), rng)
+            tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
+            te_idx = _cap(np.flatnonzero(te & active), cap, rng)
+            idle_idx = _cap(np.flatnonzero(tr & idle), cap, rng) if cfg.get("idle_noise", True) else []
+            train += [x[tr_idx], x[idle_idx]]
+            test.append(x[te_idx])
+            labels.append(np.zeros(len(te_idx), np.int32))
+            ids += [f"{source}_{i}" for i in te_idx]
+            st.update(train_active=len(tr_idx), train_idle=len(idle_idx), test=len(te_idx), role="normal")
+        else:
+            te_idx = _cap(np.flatnonzero(active), cap, rng)
+            test.append(x[te_idx])
+            labels.append(np.ones(len(te_idx), np.int32))
+            ids += [f"{source}_{i}" for i in te_idx]
+            st.update(test=len(te_idx), role="anomaly")
+        stats[source] = st
+
+    train_x = np.concatenate(train)
+    test_split = {"x": np.concatenate(test), "label": np.concatenate(labels), "row": np.arange(len(ids))}
+    if len(train_x) == 0:
+        raise InputError(f"{source_meta['source']}: no active or idle training frames for {normal}")
+    limit = cfg.get("limit")
+    train_split = limit_rows({"x": train_x}, limit, int(cfg.get("seed", 0)))
+    test_split = limit_rows(test_split, limit, int(cfg.get("seed", 0)))
+    sample_rate = float(cfg.get("sample_rate", 1e6))
+    return Dataset(
+        train=train_split,
+        test={"x": test_split["x"]},
+        test_labels=test_split["label"],
+        test_ids=[ids[i] for i in test_split["row"]],
+        kind="1d",
+        axis=(frequency_axis(frame_length, sample_rate) / 1e3).astype(np.float32),
+        axis_label=f"frequency offset (kHz at an assumed {sample_rate / 1e6:g} MS/s)",
+        meta={**source_meta, "normal_devices": list(normal), "anomaly_devices": list(anomalies),
+              "frame_length": frame_length, "hop": hop, "db": db, "sources": stats},
+    )

@@ -1,0 +1,122 @@
+"""SDSS spectra: the ingested common-grid flux with pixel masks, split by spectral class.
+
+``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``); otherwise the FITS
+folder (``<data root>/sdss``) is ingested once into ``cfg.cache_dir`` (default ``cache/sdss``,
+keyed by the files and the ingestion options), so later runs only read the npz.
+
+The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
+seeded ``holdout_fraction`` of them; the test split holds that hold-out (label 0) plus every
+spectrum of another class (label 1). ``test['ivar']`` (normalised-flux inverse variance) travels
+with the test rows so region detection can measure residuals in noise units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+from data_prep import sdss as ingest_sdss
+from research.data import Dataset, check_finite, limit_rows
+from research.errors import InputError
+from research.paths import REPO_ROOT, dataset_dir
+
+DEFAULT_CACHE = REPO_ROOT / "cache" / "sdss"
+
+
+def _pair(value):
+    return None if value is None else tuple(float(v) for v in value)
+
+
+def ingest_options(cfg) -> dict:
+    return {"frame": cfg.get("frame", "observed"), "norm": cfg.get("norm", "median"),
+            "norm_window": _pair(cfg.get("norm_window")), "wave_range": _pair(cfg.get("wave_range")),
+            "mask_bits": cfg.get("mask_bits"), "min_good_fraction": float(cfg.get("min_good_fraction", 0.1))}
+
+
+def cached_ingest(folder: pathlib.Path, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
+    """The ingested npz for ``folder`` with ``options``, ingesting only when no cache entry matches."""
+    files = ingest_sdss.find_files(folder)
+    if not files:
+        raise InputError(f"{folder}: no SDSS FITS files found")
+    key = json.dumps({"files": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files],
+                      "options": options}, sort_keys=True)
+    out = pathlib.Path(cache_dir) / f"sdss_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+    if not out.is_file():
+        report = ingest_sdss.ingest(files, out, **options)
+        if log:
+            log(f"sdss: ingested {report['n_ingested']}/{report['n_files']} spectra into {out} "
+                f"({report['n_skipped']} skipped, see {ingest_sdss.output_paths(out)['report'].name})")
+    return out
+
+
+def noise_weights(ivar: np.ndarray, mask: np.ndarray, clip: float = 10.0) -> np.ndarray:
+    """Inverse variance divided by each spectrum's median good-pixel ivar, clipped at ``clip``.
+
+    Per-spectrum normalisation down-weights noisy pixels (sky lines, band edges) within a spectrum
+    without letting the few high-S/N spectra dominate a batch.
+    """
+    good = np.where(mask, ivar, np.nan)
+    med = np.nanmedian(good, axis=1, keepdims=True)
+    med = np.where(np.isfinite(med) & (med > 0), med, 1.0)
+    return np.where(mask, np.clip(ivar / med, 0.0, clip), 0.0).astype(np.float32)
+
+
+def load(cfg) -> Dataset:
+    if cfg.get("path"):
+        path = pathlib.Path(cfg.path).expanduser()
+        if path.is_dir():
+            path = cached_ingest(path, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+    else:
+        folder = dataset_dir("sdss", cfg.get("root"))
+        if not folder.is_dir():
+            raise InputError(f"{folder}: SDSS folder not found (set config key data.root or data.path)")
+        path = cached_ingest(folder, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+    arrays, cat = ingest_sdss.load_ingested(path)
+    flux, ivar, mask = arrays["flux"], arrays["ivar"], arrays["mask"].astype(bool)
+    check_finite(flux, f"{path}: flux")
+    ids = [str(i) for i in arrays["ids"]]
+
+    train_classes = tuple(str(c).upper() for c in (cfg.get("train_classes") or ("GALAXY",)))
+    classes = np.char.upper(cat["class"].astype(str))
+    normal = np.isin(classes, train_classes)
+    if not normal.any():
+        raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {path} "
+                         f"(classes present: {sorted(set(classes))})")
+    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
+    normal_idx = rng.permutation(np.flatnonzero(normal))
+    n_hold = int(round(float(cfg.get("holdout_fraction", 0.25)) * len(normal_idx)))
+    if n_hold >= len(normal_idx):
+        raise InputError(f"config key data.holdout_fraction: leaves no {train_classes} spectra to train on")
+    train_idx = np.sort(normal_idx[n_hold:])
+    test_idx = np.sort(np.concatenate([normal_idx[:n_hold], np.flatnonzero(~normal)]))
+
+    weights = noise_weights(ivar, mask, float(cfg.get("weight_clip", 10.0))) if cfg.get("ivar_weighting") else None
+
+    def split(idx, with_ivar=False):
+        d = {"x": flux[idx], "mask": mask[idx], "index": idx}
+        if weights is not None:
+            d["weights"] = weights[idx]
+        if with_ivar:
+            d["ivar"] = ivar[idx]
+        d = limit_rows(d, cfg.get("limit"), int(cfg.get("split_seed", 0)))
+        return d, d.pop("index")
+
+    train, train_rows = split(train_idx)
+    test, test_rows = split(test_idx, with_ivar=True)
+    columns = [c for c in ingest_sdss.CATALOGUE_COLUMNS if c in cat and c not in ("index", "id")]
+    catalogue = {ids[i]: {c: (cat[c][i].item() if hasattr(cat[c][i], "item") else cat[c][i]) for c in columns}
+                 for i in np.concatenate([train_rows, test_rows])}
+    return Dataset(
+        train=train, test=test,
+        test_labels=(~normal[test_rows]).astype(np.int32),
+        test_ids=[ids[i] for i in test_rows],
+        kind="1d", axis=arrays["wavelength"].astype(np.float64),
+        axis_label="observed wavelength (Å)" if str(arrays.get("frame", "observed")) == "observed"
+        else "rest wavelength (Å)",
+        meta={"source": str(path), "train_classes": list(train_classes),
+              "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
+              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue},
+    )
