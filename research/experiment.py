@@ -60,6 +60,16 @@ def prepare_data(config) -> tuple[Dataset, Scaler]:
     return ds, scaler
 
 
+def member_metrics(member_errors: dict, labels: np.ndarray, th) -> dict:
+    """Each member scored alone (its own threshold): K seeds of one config in one vmapped run."""
+    per = [classification_metrics(labels, member_errors["test"][k],
+                                  scoring.threshold(member_errors[th.fit_on][k], th.method, th.k, th.percentile))
+           for k in range(len(member_errors["test"]))]
+    return {key: {"mean": float(np.mean([m[key] for m in per])), "std": float(np.std([m[key] for m in per])),
+                  "values": [m[key] for m in per]}
+            for key in ("roc_auc", "pr_auc", "f1", "precision", "recall")}
+
+
 def _fmt(metrics: dict) -> str:
     return " ".join(f"{k}={np.mean(v):.4g}" for k, v in metrics.items())
 
@@ -169,8 +179,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     if labels is not None:
         summary["test"] = classification_metrics(labels, errors["test"], thr)
         if tc.ensemble_size > 1:
-            summary["test_members"] = [classification_metrics(labels, e, thr)["roc_auc"]
-                                       for e in member_errors["test"]]
+            summary["members"] = member_metrics(member_errors, labels, th)
 
     ids = ds.test_ids or [str(i) for i in range(len(flags))]
     columns = {"id": ids, "score": errors["test"], "score_std": spread["test"], "flag": flags}

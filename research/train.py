@@ -71,6 +71,10 @@ def _headline(summary: dict) -> str:
     if test:
         parts += [f"roc_auc={test['roc_auc']:.4f}", f"pr_auc={test['pr_auc']:.4f}", f"f1={test['f1']:.4f}",
                   f"confusion={test['confusion']}"]
+    members = summary.get("members")
+    if members:
+        parts += [f"members: roc_auc={members['roc_auc']['mean']:.4f}±{members['roc_auc']['std']:.4f}",
+                  f"f1={members['f1']['mean']:.4f}±{members['f1']['std']:.4f}"]
     return " ".join(parts) + f" ({summary['seconds_total']:.1f} s) -> {summary['run_dir']}"
 
 
