@@ -1,0 +1,1 @@
+"""Ingestion scripts: run as ``python -m data_prep.<module>``."""
