@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import struct
 import warnings
 
 import numpy as np
@@ -43,7 +44,7 @@ def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.nda
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", wavfile.WavFileWarning)
             rate, data = wavfile.read(path)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, struct.error) as exc:
         raise InputError(f"{path}: not a readable WAV file ({str(exc).splitlines()[0]})") from None
     if rate != sample_rate:
         raise InputError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
@@ -156,7 +157,7 @@ def load(cfg) -> Dataset:
     if not test:
         raise InputError(f"{folder}: no test recordings of {test_speakers}")
 
-    seed, limit = int(cfg.get("seed", 0)), cfg.get("limit")
+    seed, limit = int(cfg.get("split_seed", 0)), cfg.get("limit")
     train_split = limit_rows({"x": np.stack([s for _, _, s in train]).astype(np.float32)}, limit, seed)
     test_split = limit_rows({"x": np.stack([s for _, _, s in test]).astype(np.float32),
                              "label": np.array([y for _, y, _ in test], np.int32),

@@ -107,7 +107,7 @@ def load(cfg) -> Dataset:
     block, cap = int(cfg.get("block", 16)), int(cfg.get("max_frames_per_device", 0))
     frame_length, hop = next(iter(frames.values())).shape[1], int(cfg.get("hop", 128))
     gap = max(0, math.ceil(frame_length / hop) - 1)
-    rng = np.random.default_rng(int(cfg.get("seed", 0)))
+    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
 
     train, test, labels, ids, stats = [], [], [], [], {}
     for source in normal + anomalies:
@@ -146,8 +146,8 @@ def load(cfg) -> Dataset:
     if len(train_x) == 0:
         raise InputError(f"{source_meta['source']}: no active or idle training frames for {normal}")
     limit = cfg.get("limit")
-    train_split = limit_rows({"x": train_x}, limit, int(cfg.get("seed", 0)))
-    test_split = limit_rows(test_split, limit, int(cfg.get("seed", 0)))
+    train_split = limit_rows({"x": train_x}, limit, int(cfg.get("split_seed", 0)))
+    test_split = limit_rows(test_split, limit, int(cfg.get("split_seed", 0)))
     sample_rate = float(cfg.get("sample_rate", 1e6))
     return Dataset(
         train=train_split,
