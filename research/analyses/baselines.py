@@ -4,7 +4,9 @@ Both are fitted on the (scaled, normal-only) training split and score the test s
 more anomalous. Their ROC-AUC and PR-AUC sit next to the autoencoder's in ``baselines.json``, the
 per-sample scores in ``baseline_scores.csv``, and the ROC curves in ``plots/baselines_roc.png``.
 Options (all optional) under ``config.baselines``: ``pca_components`` (int, or a float in (0, 1) =
-fraction of variance kept; default 0.95), ``iforest_estimators`` (default 200).
+fraction of variance kept; default 0.95), ``iforest_estimators`` (default 200), ``per_group``
+(default False: also the ROC-AUC of each anomalous group against all normals, where a test id's
+group is its text before the last ``_``, e.g. the device of ``fsk_63``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ def baseline_scores(train_x, test_x, seed: int = 0, options=None) -> dict[str, n
     }
 
 
+def per_group_auc(labels, scores: dict[str, np.ndarray], ids) -> dict[str, dict[str, float]]:
+    """ROC-AUC of each anomalous group (id text before the last ``_``) against every normal sample."""
+    labels = np.asarray(labels)
+    groups = np.array([str(i).rsplit("_", 1)[0] for i in ids])
+    out = {}
+    for group in sorted(set(groups[labels == 1])):
+        sel = (labels == 0) | ((groups == group) & (labels == 1))
+        out[group] = {name: float(roc_auc_score(labels[sel], s[sel])) for name, s in scores.items()}
+    return out
+
+
 def _roc_plot(labels, scores: dict[str, np.ndarray], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -76,8 +89,10 @@ def run(ctx) -> dict:
     scores.update(baseline_scores(ds.train["x"], ds.test["x"], int(ctx.config.seed), options))
     result = {name: {"roc_auc": float(roc_auc_score(labels, s)), "pr_auc": float(average_precision_score(labels, s))}
               for name, s in scores.items()}
-    ctx.run.write_json("baselines.json", result)
     ids = ds.test_ids or [str(i) for i in range(len(labels))]
+    if options.get("per_group", False):
+        result["per_group"] = per_group_auc(labels, scores, ids)
+    ctx.run.write_json("baselines.json", result)
     ctx.run.write_csv("baseline_scores.csv", {"id": ids, "label": labels, **scores})
     if ctx.config.plots.enabled and ctx.run.writer:
         _roc_plot(labels, scores, ctx.run.plot_path("baselines_roc.png"))

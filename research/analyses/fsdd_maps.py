@@ -14,6 +14,8 @@ Needs the ``pacmap`` package. Works on any 1-D dataset; the waveform column is F
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -32,6 +34,7 @@ def embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
         import pacmap
     except ImportError:
         raise InputError("analyses fsdd_maps: needs the pacmap package (pip install 'pacmap>=0.7,<1')") from None
+    logging.getLogger("pacmap").setLevel(logging.ERROR)  # it warns on every seeded run
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     n_neighbors = int(min(10, len(x) - 2))
     return pacmap.PaCMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed, verbose=False).fit_transform(x)
@@ -118,8 +121,8 @@ def top_anomalies(ctx, x, recon, scores, labels) -> list[str]:
             resyn = fsdd.resynthesise(wave, recon[i], n_fft)
             t = np.arange(len(resyn)) / fsdd.SAMPLE_RATE
             ax = axes[row, 1]
-            ax.plot(t, wave[: len(resyn)], lw=0.6, label="original")
-            ax.plot(t, resyn, lw=0.6, alpha=0.8, label="from reconstructed spectrum")
+            ax.plot(t, resyn, lw=0.6, color="tab:orange", label="from reconstructed spectrum")
+            ax.plot(t, wave[: len(resyn)], lw=0.6, color="tab:blue", alpha=0.7, label="original")
             ax.set_xlabel("time (s)", fontsize=8)
             ax.set_title(f"{ids[i]} waveform", fontsize=9)
             ax.legend(fontsize=7)
