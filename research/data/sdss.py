@@ -7,7 +7,8 @@ keyed by the files and the ingestion options), so later runs only read the npz.
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
 seeded ``holdout_fraction`` of them; the test split holds that hold-out (label 0) plus every
 spectrum of another class (label 1). ``test['ivar']`` (normalised-flux inverse variance) travels
-with the test rows so region detection can measure residuals in noise units.
+with the test rows so region detection can measure residuals in noise units. Masked pixels are
+filled by interpolation (``fill_masked``, default True) so the input has no artificial zeros.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def noise_weights(ivar: np.ndarray, mask: np.ndarray, clip: float = 10.0) -> np.
     return np.where(mask, np.clip(ivar / med, 0.0, clip), 0.0).astype(np.float32)
 
 
+def fill_gaps(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked pixels filled by linear interpolation between the nearest usable ones (held flat
+    beyond the ends), so the model's input has no artificial drops to zero; the mask still keeps
+    them out of the loss and the scores."""
+    out = flux.copy()
+    idx = np.arange(flux.shape[1])
+    for i in range(len(flux)):
+        good = mask[i]
+        if good.any() and not good.all():
+            out[i, ~good] = np.interp(idx[~good], idx[good], flux[i, good])
+    return out
+
+
 def load(cfg) -> Dataset:
     if cfg.get("path"):
         path = pathlib.Path(cfg.path).expanduser()
@@ -77,6 +91,8 @@ def load(cfg) -> Dataset:
     arrays, cat = ingest_sdss.load_ingested(path)
     flux, ivar, mask = arrays["flux"], arrays["ivar"], arrays["mask"].astype(bool)
     check_finite(flux, f"{path}: flux")
+    if cfg.get("fill_masked", True):
+        flux = fill_gaps(flux, mask)
     ids = [str(i) for i in arrays["ids"]]
 
     train_classes = tuple(str(c).upper() for c in (cfg.get("train_classes") or ("GALAXY",)))

@@ -8,32 +8,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.models import conv_ops
 from research.models.common import activation, pad_to_multiple
 
 CONV_IMPLS = ("auto", "xla", "matmul")
-
-
-class MatmulConv(nn.Module):
-    """``nn.Conv(features, (k,), padding='SAME')`` computed as shifted copies times one matmul.
-
-    Same parameters (``kernel`` (k, in, out), ``bias``) and outputs as ``nn.Conv``. Exists because
-    XLA:CPU runs convolutions inside ``lax.scan`` (the trainer's compiled epoch) about 10x slower
-    than outside, while dot products keep their speed.
-    """
-
-    features: int
-    kernel_size: int
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        left = (k - 1) // 2
-        padded = jnp.pad(x, ((0, 0), (left, k - 1 - left), (0, 0)))
-        length = x.shape[1]
-        cols = jnp.stack([padded[:, j:j + length] for j in range(k)], axis=2)
-        return jnp.einsum("blkc,kcf->blf", cols, kernel) + bias
 
 
 class CNNSkipAE(nn.Module):
@@ -54,7 +32,7 @@ class CNNSkipAE(nn.Module):
     bottleneck_features: int | None = None
     skip_levels: Sequence[int] | None = None
     pool: str = "avg"  # 'avg' or 'max'
-    conv_impl: str = "auto"  # 'xla' (nn.Conv), 'matmul' (MatmulConv), 'auto' = matmul on CPU
+    conv_impl: str = "auto"  # 'xla' (nn.Conv), 'matmul' (conv_ops.Conv), 'auto' = matmul on CPU
     activation: str = "gelu"
     output_activation: str | None = None
 
@@ -86,8 +64,8 @@ class CNNSkipAE(nn.Module):
             impl = "matmul" if jax.default_backend() == "cpu" else "xla"
 
         def conv(feat, k, name):
-            if impl == "matmul":
-                return MatmulConv(feat, k, name=name)
+            if impl == "matmul":  # XLA:CPU convolutions (and their gradients) are slow
+                return conv_ops.Conv(feat, (k,), name=name)
             return nn.Conv(feat, (k,), name=name)
 
         skips = []

@@ -1,0 +1,61 @@
+"""SDSS spectra, CNN-skip autoencoder: train on galaxies, score held-out galaxies and other classes,
+then find anomalous wavelength regions in every test spectrum (analysis ``sdss_regions``).
+
+47 real spectra are few, so the model is small, trained for many epochs with input noise
+(denoising) on the masked, inverse-variance-weighted loss.
+"""
+
+import ml_collections
+
+from research.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.experiment = "sdss_cnn_skip"
+    c.smoke_epochs = 2
+    c.data.name = "sdss"
+    c.data.cache_dir = ml_collections.config_dict.placeholder(str)
+    c.data.frame = "observed"  # or 'rest' (grid from each spectrum's z)
+    c.data.norm = "median"
+    c.data.norm_window = ml_collections.config_dict.placeholder(tuple)
+    c.data.train_classes = ("GALAXY",)
+    c.data.holdout_fraction = 0.25  # of the train classes, kept for the test split (label 0)
+    c.data.split_seed = 0
+    c.data.ivar_weighting = True
+    c.data.val_fraction = 0.1
+    c.data.scaling = "none"  # spectra are already normalised by their median flux
+
+    c.model.name = "cnn_skip"
+    c.model.features = (16, 32, 64)
+    c.model.kernel_size = 7
+    c.model.skip_levels = (1, 2)  # no full-resolution skip: it would copy anomalies through
+    c.model.activation = "gelu"
+    c.model.output_activation = "none"
+
+    c.train.epochs = 600
+    c.train.batch_size = 7
+    c.train.learning_rate = 2e-3
+    c.train.schedule = "cosine"
+    c.train.input_noise = 0.05
+    c.train.checkpoint_every = 200
+    c.train.eval_batch_size = 64
+
+    c.threshold.method = "percentile"
+    c.threshold.percentile = 95.0
+    c.threshold.fit_on = "train"
+
+    c.regions = ml_collections.ConfigDict()
+    c.regions.window_size = 50
+    c.regions.percentile_threshold = 95.0
+    c.regions.range_mismatch_factor = 1.5
+    c.regions.overall_anomaly_threshold = 0.3
+    c.regions.threshold_scope = "spectrum"  # 'spectrum' or 'global'
+    c.regions.noise_units = False  # True: absolute residuals in sigma (uses ivar)
+    c.regions.only_anomalous = False
+    c.regions.sample_n = 0  # 0 = every selected spectrum
+    c.regions.seed = 0
+    c.regions.image_dir = ml_collections.config_dict.placeholder(str)  # SDSS cutouts <id>.jpg
+    c.regions.chunk_size = 2048
+    c.analyses = ("sdss_regions",)
+    return c

@@ -1,0 +1,95 @@
+"""Anomalous wavelength regions of the test spectra: detection, per-spectrum figures, metadata JSON.
+
+Options in ``config.regions``: detector parameters (see :mod:`research.regions`), ``noise_units``,
+``only_anomalous`` (figures only for flagged spectra), ``sample_n`` / ``seed`` (a seeded sample of
+the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jpg``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from research.regions import detect_regions
+from research.rundir import unique_path, write_json
+from research.spectrum_plots import find_image, plot_spectrum
+
+DETECTOR_KEYS = ("window_size", "percentile_threshold", "range_mismatch_factor", "overall_anomaly_threshold",
+                 "threshold_scope", "abs_threshold", "rel_threshold", "chunk_size")
+
+
+def _default_image_dir():
+    from data_prep.sdss_fetch import DEFAULT_CACHE
+    return DEFAULT_CACHE / "images"
+
+
+def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) -> np.ndarray:
+    """Indices to plot: all or only flagged, then a seeded sample of ``sample_n`` (0 = all), sorted."""
+    idx = np.flatnonzero(flags) if only_anomalous else np.arange(len(flags))
+    if sample_n and len(idx) > sample_n:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, int(sample_n), replace=False))
+    return idx
+
+
+def run(ctx) -> dict:
+    cfg = dict(ctx.config.get("regions") or {})
+    ds = ctx.dataset
+    x = np.asarray(ds.test["x"])
+    recon = np.asarray(ctx.recon_test).mean(0)
+    if ctx.scaler is not None and getattr(ctx.scaler, "method", "none") != "none":
+        x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
+    mask = ds.test.get("mask")
+    ivar = ds.test.get("ivar") if cfg.get("noise_units") else None
+    params = {k: cfg[k] for k in DETECTOR_KEYS if cfg.get(k) is not None}
+    regions = detect_regions(x, recon, mask, ds.axis, ivar=ivar, **params)
+
+    ids = ds.test_ids or [str(i) for i in range(len(x))]
+    catalogue = ds.meta.get("catalogue", {})
+    labels = ds.test_labels
+    seed = int(cfg.get("seed", 0))
+    chosen = select(regions.flags, bool(cfg.get("only_anomalous")), int(cfg.get("sample_n") or 0), seed)
+    image_dir = cfg.get("image_dir") or _default_image_dir()
+
+    def describe(i):
+        d = {"index": int(i), "id": ids[i], **catalogue.get(ids[i], {}), "score": float(regions.scores[i]),
+             "flagged": bool(regions.flags[i]), "abs_threshold": float(regions.abs_threshold[i]),
+             "rel_threshold": float(regions.rel_threshold[i]), "regions": regions.regions_of(i)}
+        if labels is not None:
+            d["label"] = int(labels[i])
+        return d
+
+    figures = []
+    if ctx.run.writer:
+        for i in chosen:
+            info = catalogue.get(ids[i], {})
+            z = info.get("z")
+            title = (f"{ids[i]}   {info.get('class', '?')}   z={z:.4f}" if isinstance(z, float) else ids[i])
+            title += f"   anomalous fraction {regions.scores[i]:.2f}" + ("  [FLAGGED]" if regions.flags[i] else "")
+            thr = regions.abs_threshold[i]
+            figures.append(str(plot_spectrum(
+                ctx.run.plots / "spectra" / f"spectrum_{ids[i]}.png", ds.axis, x[i], recon[i],
+                None if mask is None else mask[i], regions.regions_of(i), title,
+                image=find_image(image_dir, ids[i]), xlabel=ds.axis_label, residual_threshold=None if ivar is not None else thr,
+                residual_label="residual")))
+
+    metadata = {
+        "seed": seed, "only_anomalous": bool(cfg.get("only_anomalous")), "sample_n": int(cfg.get("sample_n") or 0),
+        "sampled_indices": chosen.tolist(), "sampled_ids": [ids[i] for i in chosen],
+        "detector": regions.params, "thresholds": regions.thresholds(),
+        "per_spectrum_thresholds": {ids[i]: {"abs": float(regions.abs_threshold[i]),
+                                             "rel": float(regions.rel_threshold[i])} for i in range(len(ids))},
+        "flagged": [describe(i) for i in np.flatnonzero(regions.flags)],
+        "figures": figures,
+    }
+    meta_path = None
+    if ctx.run.writer:
+        meta_path = unique_path(ctx.run.path / "regions_metadata.json")
+        write_json(meta_path, metadata)
+
+    summary = {"n_spectra": int(len(x)), "n_flagged": int(regions.flags.sum()), "n_regions": int(len(regions.start)),
+               "mean_score": float(regions.scores.mean()) if len(x) else float("nan"),
+               "n_figures": len(figures), "metadata": str(meta_path) if meta_path else None}
+    if labels is not None and len(x):
+        flags, labels = regions.flags.astype(bool), np.asarray(labels).astype(bool)
+        summary["flag_precision"] = float((flags & labels).sum() / max(flags.sum(), 1))
+        summary["flag_recall"] = float((flags & labels).sum() / max(labels.sum(), 1))
+    return summary

@@ -1,0 +1,93 @@
+"""Injected features (known spans and amplitudes) and region-level scoring, plus a small-scale
+injection evaluation on real spectra."""
+
+import numpy as np
+import pytest
+
+from research import injection
+from research.regions import Regions
+
+
+def _regions(spans_by_row, n):
+    rows = [i for i, spans in spans_by_row.items() for _ in spans]
+    start = [s for spans in spans_by_row.values() for s, _ in spans]
+    end = [e for spans in spans_by_row.values() for _, e in spans]
+    return Regions(np.asarray(rows, int), np.asarray(start, int), np.asarray(end, int), None, None,
+                   np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n), np.zeros((n, 1), bool), {})
+
+
+@pytest.mark.parametrize("kind", injection.KINDS)
+def test_injected_feature_has_the_asked_amplitude_and_span(kind):
+    rng = np.random.default_rng(0)
+    length = 2000
+    x = np.ones(length, np.float32)
+    ivar = np.full(length, 1 / 0.05 ** 2, np.float32)
+    ivar[:1000] = 1 / 0.2 ** 2  # noisier half: sigma depends on where the feature lands
+    mask = np.ones(length, bool)
+    mask[:300] = False
+    new, (start, end, sigma) = injection.inject_one(x, ivar, mask, kind, 5.0, rng)
+    delta = new - x
+    assert mask[start:end].mean() >= 0.9 and start >= 0 and end <= length
+    assert sigma == pytest.approx(np.median(1 / np.sqrt(ivar[start:end])))
+    if kind == "dropout":
+        assert np.allclose(delta[start:end], -5.0 * sigma) and not delta[:start].any() and not delta[end:].any()
+    else:
+        peak = np.argmax(np.abs(delta))
+        assert abs(delta[peak]) == pytest.approx(5.0 * sigma, rel=0.02)
+        assert np.sign(delta[peak]) == (1 if kind == "emission" else -1)
+        assert start < peak < end - 1
+        outside = np.r_[delta[:start], delta[end:]]
+        assert np.abs(outside).max() < 0.14 * 5.0 * sigma  # span = profile above 13.5% of the peak
+
+
+def test_score_counts_matches_false_regions_and_iou():
+    feats = [injection.Feature(0, 0, "emission", 100, 120, 5.0, 1.0),
+             injection.Feature(1, 1, "dropout", 500, 560, 5.0, 1.0),
+             injection.Feature(2, 2, "absorption", 300, 340, 5.0, 1.0)]
+    regions = _regions({0: [(100, 150), (900, 950)], 1: [(500, 550), (550, 600)], 2: [(0, 2000)]}, 3)
+    got = injection.score(feats, regions)
+    # row 0: 1 match + 1 false; row 1: 2 matches; row 2: one region over everything matches nothing
+    assert got["n_predicted"] == 5 and got["precision"] == pytest.approx(3 / 5)
+    assert got["recall"] == pytest.approx(2 / 3)
+    assert got["iou"] == pytest.approx((20 / 50 + 60 / 100 + 0) / 3)
+    # the false region at 900-950 was already found in the clean spectrum 0: P_new leaves it out
+    got = injection.score(feats, regions, clean={0: [(880, 940)]})
+    assert got["precision_new"] == pytest.approx(3 / 4) and got["precision"] == pytest.approx(3 / 5)
+
+
+def _real_galaxies(data_dir):
+    from data_prep import sdss
+
+    names = ["spec-0266-51602-0001.fits", "spec-0266-51630-0623.fits", "spSpec-51630-0266-637.fit"]
+    files = [data_dir / "sdss" / n for n in names]
+    if not all(f.is_file() for f in files):
+        pytest.skip("SDSS files not found")
+    grid = sdss.make_grid(3.59, 3.95)
+    rows = [sdss.resample(sdss.read_spectrum(f), grid) for f in files]
+    norm = [np.median(f[m]) for f, _, m in rows]
+    x = np.stack([f / n for (f, _, _), n in zip(rows, norm)]).astype(np.float32)
+    ivar = np.stack([iv * n * n for (_, iv, _), n in zip(rows, norm)]).astype(np.float32)
+    return x, ivar, np.stack([m for *_, m in rows])
+
+
+def test_small_injection_evaluation_on_real_spectra(data_dir):
+    x, ivar, mask = _real_galaxies(data_dir)
+    rng = np.random.default_rng(5)
+    sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    # a model that knows the normal spectrum and nothing else: the clean flux with fresh noise,
+    # whatever was injected, so the residual is noise plus the injected feature
+    normal = x + sigma * rng.standard_normal(x.shape).astype(np.float32)
+    trials = injection.make_trials(x, ivar, mask, lambda b: np.zeros_like(b), [1.0, 10.0], copies=4, seed=0)
+    for t in trials:
+        t.recon = normal[t.source]
+    assert all(not np.array_equal(t.x[i], x[t.source[i]]) for t in trials for i in range(len(t.x)))
+    detector = {"window_size": 10, "abs_threshold": 3.0, "range_mismatch_factor": None,
+                "noise_units": True, "rel_threshold": 0.0}  # window-mean |residual| > 3 sigma
+    rows = injection.score_trials(trials, x, ivar, mask, normal, detector)
+    by = {(r["amplitude"], r["kind"]): r for r in rows}
+    assert by[(10.0, "all")]["recall"] >= 0.9 and by[(10.0, "all")]["precision"] >= 0.8
+    assert by[(1.0, "all")]["recall"] < 0.5
+    assert by[(10.0, "all")]["iou"] > 0.3
+    assert by[(10.0, "all")]["n_features"] == 3 * 3 * 4
+    table = injection.markdown_table(rows)
+    assert table.count("\n") == 3 and "| 10 |" in table
