@@ -22,9 +22,14 @@ def _abstract(tree):
 class Checkpoints:
     def __init__(self, directory: str | pathlib.Path):
         directory = pathlib.Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        self.latest = ocp.CheckpointManager(directory / "latest", options=options)
-        self.best = ocp.CheckpointManager(directory / "best", options=options)
+        # Own barrier names per manager: both save the same step, and with several processes
+        # equal names collide ("Barrier _async_write_complete.<step> is already ongoing").
+        def options(name):
+            return ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+        self.latest = ocp.CheckpointManager(directory / "latest", options=options("latest"))
+        self.best = ocp.CheckpointManager(directory / "best", options=options("best"))
 
     def save(self, state: TrainState) -> int:
         """Saves the state under its epoch number (and its best parameters); returns the epoch."""
