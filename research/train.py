@@ -1,5 +1,9 @@
 """Command line: ``python -m research.train --config=experiments/ecg5000_conv1d.py [--config.a.b=v ...]``.
 
+Inside a SLURM job an unnamed run is named after the job (a requeued job resumes from it); SIGUSR1
+or SIGTERM stop it at the next epoch boundary with a checkpoint (exit 75 = "requeue me", see
+:mod:`research.preemption`); ``srun`` with several tasks trains data-parallel over all processes.
+
 Bad input never ends in a traceback wall: config files, keys and values that are wrong, and data
 errors (:class:`research.errors.InputError`), print one ``error: ...`` line and exit with status 2.
 """
@@ -17,6 +21,8 @@ from research.errors import InputError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
                                           lock_config=True)
+_PRINT_RUN_DIR = flags.DEFINE_bool("print_run_dir", False, "Print the run directory this command would "
+                                   "use and exit (batch scripts send their logs there).")
 
 
 def _fail(message: str) -> None:
@@ -85,14 +91,36 @@ def main(argv) -> None:
         config = _CONFIG.value
     except OSError as exc:
         _fail(_first_line(exc))
-    from research import experiment  # imported late so --help stays fast
+    if _PRINT_RUN_DIR.value:
+        _print_run_dir(config)
+        return
+    import jax  # imported late (with the rest) so --help stays fast
+
+    from research import distributed, experiment, preemption, slurm
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    stop = preemption.StopFlag().install()
     try:
-        summary = experiment.run(config)
+        distributed.maybe_initialize()
+        slurm.apply_run_defaults(config)
+        summary = experiment.run(config, should_stop=stop)
     except InputError as exc:
         _fail(str(exc))
-    print(_headline(summary))
+    if jax.process_index() == 0:
+        print(_headline(summary))
+    if "stopped_at_epoch" in summary:
+        sys.exit(stop.exit_code)
+
+
+def _print_run_dir(config) -> None:
+    import pathlib
+
+    from research.slurm import job_run_name
+
+    name = config.run.name or job_run_name()
+    if name is None:
+        _fail("--print_run_dir: the run has no name yet (set --config.run.name, or run inside a SLURM job)")
+    print(pathlib.Path(config.run.root) / config.experiment / name)
 
 
 if __name__ == "__main__":
