@@ -1,0 +1,478 @@
+"""Runs every benchmark side by side on this machine and writes BENCHMARKS.md (and the raw JSON).
+
+    pip install -r bench/requirements.txt
+    python bench/run.py                      # everything, on the GPU when one is visible
+    python bench/run.py --items pyod --ecg-config experiments/ecg5000_ensemble.py
+
+Each measurement is its own worker process (``python -m bench.<worker>``), so every figure carries its
+own peak RSS and no framework's idle thread pool competes with the one being timed. Throughput
+workers of the compared frameworks alternate, round after round, so that load from other users of
+the machine falls on both alike; the figures are medians over all timed epochs of all rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import RESULT_PREFIX  # noqa: E402
+
+ITEMS = ("peak", "throughput", "ensembles", "pyod", "regions")
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn", "torch", "pyod")
+
+
+# ---- running workers ---------------------------------------------------------------------------
+def worker(module: str, *args, timeout: float = 1800, env: dict | None = None) -> dict:
+    """Runs ``python -m module args``; returns its result line plus wall seconds and peak RSS."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+        try:
+            _, status, usage = _wait4(proc.pid, timeout)
+        except TimeoutError:
+            proc.kill()
+            os.waitpid(proc.pid, 0)
+            proc.returncode = -9
+            return {"error": f"timed out after {timeout:.0f} s", "cmd": " ".join(cmd[2:])}
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        lines = [line for line in out.read().splitlines() if line.startswith(RESULT_PREFIX)]
+        if proc.returncode != 0 or not lines:
+            tail = err.read().strip().splitlines()[-3:]
+            return {"error": f"exit {proc.returncode}: {' | '.join(tail)}", "cmd": " ".join(cmd[2:])}
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    result.update(wall_seconds=wall, peak_rss_mib=usage.ru_maxrss / 1024, cmd=" ".join(cmd[2:]))
+    print(f"  {result['cmd']}: {wall:.1f} s, {result['peak_rss_mib']:.0f} MiB", flush=True)
+    return result
+
+
+def _wait4(pid: int, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return done, status, usage
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def script(path: pathlib.Path, timeout: float = 1800) -> dict:
+    """Another engineer's benchmark script, run as is: wall seconds, peak RSS, exit status."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, status, usage = _wait4(proc.pid, timeout)
+    except TimeoutError:
+        proc.kill()
+        return {"error": f"timed out after {timeout:.0f} s"}
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    result = {"wall_seconds": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024, "exit": code}
+    if code:
+        result["error"] = (proc.stderr.read().decode(errors="replace").strip().splitlines() or ["?"])[-1]
+    return result
+
+
+# ---- the items ---------------------------------------------------------------------------------
+def run_throughput(configs: list[str], device: str, rounds: int, quick: bool) -> list[dict]:
+    timing = ["--min-epochs", 3 if quick else 5, "--min-seconds", 0.5 if quick else 2.0]
+    variants = [("jax", []), ("torch", ["--threads", 2])]
+    if device == "cpu":
+        variants.append(("torch", ["--threads", 1]))
+    rows = []
+    for config in configs:
+        runs = {i: [] for i in range(len(variants))}
+        path, overrides = _split_spec(config)
+        for _ in range(rounds):
+            for i, (fw, extra) in enumerate(variants):
+                runs[i].append(worker("bench.throughput", "--config", path, *overrides, "--framework", fw,
+                                      "--device", device, *extra, *timing))
+        for i, (fw, extra) in enumerate(variants):
+            ok = [r for r in runs[i] if "error" not in r]
+            if not ok:
+                rows.append({"config": config, "framework": fw, "error": runs[i][0]["error"]})
+                continue
+            times = [t for r in ok for t in r["times"]]
+            first = ok[0]
+            rows.append({
+                "config": config, "framework": fw, "threads": first.get("threads"), "version": first["version"],
+                "batch_size": first["batch_size"], "samples_per_epoch": first["samples_per_epoch"],
+                "epochs_timed": len(times), "median_epoch_s": statistics.median(times),
+                "samples_per_s": first["samples_per_epoch"] / statistics.median(times),
+                "warmup_s": statistics.median(r["warmup_seconds"] for r in ok),
+                "flops_per_step": first.get("flops_per_step"),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in ok), "cmd": first["cmd"]})
+    return rows
+
+
+def run_ensembles(configs: list[str], device: str, quick: bool) -> list[dict]:
+    timing = ["--min-epochs", 3 if quick else 5, "--min-seconds", 0.5 if quick else 2.0]
+    rows = []
+    for config in configs:
+        for k in (1, 4, 16):
+            r = worker("bench.ensembles", "--config", config, "--members", k, "--device", device, *timing)
+            if "error" in r:
+                rows.append({"config": config, "members": k, "error": r["error"]})
+                continue
+            rows.append({"config": config, "members": k, "median_epoch_s": statistics.median(r["times"]),
+                         "epochs_timed": len(r["times"]), "flops_per_step": r["flops_per_step"],
+                         "steps_per_epoch": r["steps_per_epoch"], "peak_rss_mib": r["peak_rss_mib"],
+                         "cmd": r["cmd"]})
+    return rows
+
+
+def run_pyod(config: str, device: str, quick: bool) -> list[dict]:
+    from bench.common import load_config
+
+    epochs = int(load_config(str(REPO / config)).train.epochs)
+    jobs = [("project", []), ("AutoEncoder", []), ("IForest", []), ("PCA", [])]
+    if not quick:
+        jobs.insert(2, ("AutoEncoder", ["--epochs", epochs]))
+    rows = []
+    for detector, extra in jobs:
+        r = worker("bench.pyod_compare", "--config", config, "--detector", detector, "--device", device, *extra)
+        rows.append(dict(r, detector=detector))
+    # the same project run twice more with JAX's persistent compilation cache: a first and a repeated run
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+        for label in ("compilation cache, first run", "compilation cache, repeated run"):
+            r = worker("bench.pyod_compare", "--config", config, "--detector", "project", "--device", device, env=env)
+            rows.append(dict(r, detector="project", note=label))
+    return rows
+
+
+def run_regions() -> dict:
+    path = REPO / "bench" / "regions.py"
+    if not path.exists():
+        return {"pending": "bench/regions.py (vectorised vs per-spectrum region detection) is not written yet"}
+    result = script(path)
+    md = REPO / "bench" / "results" / "regions.md"
+    if md.exists():
+        result["markdown"] = md.read_text().strip()
+    return result
+
+
+# ---- report ------------------------------------------------------------------------------------
+def machine_info(device: str) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if pathlib.Path("/proc/cpuinfo").exists() else platform.processor()
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
+            "versions": versions, "device": device, "gpu": gpu_name()}
+    try:
+        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                     text=True).stdout.strip()
+    except OSError:
+        info["git"] = "?"
+    return info
+
+
+def gpu_name() -> str | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _split_spec(spec: str) -> tuple[str, list[str]]:
+    """``experiments/x.py:train.batch_size=32:...`` -> the config path and its ``--set`` arguments."""
+    path, *sets = spec.split(":")
+    return path, [a for item in sets for a in ("--set", item)]
+
+
+def _name(spec: str) -> str:
+    path, *sets = spec.split(":")
+    return " ".join([pathlib.Path(path).stem, *sets])
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+
+
+def throughput_section(rows: list[dict], peak: float | None) -> list[str]:
+    out = ["## 1. Training throughput: the project's trainer vs a PyTorch eager loop", "",
+           "Same architecture (`bench/torch_baselines.py` mirrors the flax model layer for layer), batch size, "
+           "optimiser, samples per epoch (whole batches) and validation pass. JAX: `Trainer.epoch`, one compiled "
+           "`lax.scan` epoch. PyTorch: model.train(), zero_grad/backward/step on tensor-indexed batches, "
+           "no DataLoader. Median over all timed epochs after 2 warm-up epochs. Target: ≥ 2.5× PyTorch eager.", "",
+           "| config | framework | batch | samples/epoch | median epoch (s) | samples/s | × torch (2 thr) | "
+           "× best torch | µs/step | GFLOP/s | peak RSS (MiB) | limited by |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_config: dict[str, list[dict]] = {}
+    for r in rows:
+        by_config.setdefault(r["config"], []).append(r)
+    for config, group in by_config.items():
+        ok = [r for r in group if "error" not in r]
+        torch2 = next((r for r in ok if r["framework"] == "torch" and r["threads"] == 2), None)
+        torch_best = max((r for r in ok if r["framework"] == "torch"), key=lambda r: r["samples_per_s"], default=None)
+        for r in group:
+            label = r["framework"] if r["framework"] == "jax" else f"torch, {r.get('threads')} thread(s)"
+            if "error" in r:
+                out.append(f"| {_name(config)} | {label} | error: {r['error']} ||||||||||")
+                continue
+            steps = r["samples_per_epoch"] / r["batch_size"]
+            us = r["median_epoch_s"] / steps * 1e6
+            gflops = r["flops_per_step"] * steps / r["median_epoch_s"] / 1e9 if r.get("flops_per_step") else None
+            jax_row = next((j for j in ok if j["framework"] == "jax"), None)
+            flops = jax_row.get("flops_per_step") if jax_row else None
+            ideal_us = flops / (peak * 1e9) * 1e6 if flops and peak else None
+            ratio2 = r["samples_per_s"] / torch2["samples_per_s"] if torch2 else None
+            ratio_best = r["samples_per_s"] / torch_best["samples_per_s"] if torch_best else None
+            out.append(f"| {_name(config)} | {label} | {r['batch_size']} | {r['samples_per_epoch']} | "
+                       f"{_fmt(r['median_epoch_s'])} | {r['samples_per_s']:,.0f} | "
+                       f"{_fmt(ratio2) + '×' if r['framework'] == 'jax' and ratio2 else ''} | "
+                       f"{_fmt(ratio_best) + '×' if r['framework'] == 'jax' and ratio_best else ''} | {us:,.0f} | "
+                       f"{_fmt(gflops) if r['framework'] == 'jax' else ''} | {r['peak_rss_mib']:.0f} | "
+                       f"{_limit(r, us, ideal_us, gflops, peak)} |")
+    out += ["", "GFLOP/s is XLA's own count of one training step (forward, backward, Adam) times steps, over the "
+            "whole epoch time (validation included), against the matmul ceiling in the machine section. "
+            "µs/step is epoch time / steps.", ""]
+    return out
+
+
+def _limit(r: dict, us: float, ideal_us: float | None, gflops: float | None, peak: float | None) -> str:
+    if ideal_us is None:
+        return "–"
+    if r["framework"] == "jax":
+        share = gflops / peak if gflops and peak else 0
+        if share >= 0.25:
+            return f"arithmetic: {share:.0%} of the matmul ceiling"
+        return (f"per-step overhead: {ideal_us:,.0f} µs of arithmetic at the ceiling vs {us:,.0f} µs/step "
+                "(small matmuls, loop and optimiser-update kernels inside the compiled loop)")
+    if us > 3 * ideal_us:
+        return f"eager dispatch: {us:,.0f} µs/step for {ideal_us:,.0f} µs of arithmetic (Python + one kernel launch per op)"
+    return f"arithmetic ({ideal_us:,.0f} µs/step at the ceiling)"
+
+
+def ensemble_section(rows: list[dict], peak: float | None) -> list[str]:
+    out = ["## 2. Ensembles: K vmapped members in one program", "",
+           "`config.train.ensemble_size = K`: every array of the train state carries a member axis and one "
+           "compiled epoch trains all K. Target: K = 16 costs ≤ 3× K = 1.", "",
+           "| config | K | median epoch (s) | × K = 1 | per member vs K = 1 | GFLOP/s | peak RSS (MiB) |",
+           "|---|---|---|---|---|---|---|"]
+    base = {r["config"]: r for r in rows if r.get("members") == 1 and "error" not in r}
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {_name(r['config'])} | {r['members']} | error: {r['error']} |||||")
+            continue
+        b = base.get(r["config"])
+        ratio = r["median_epoch_s"] / b["median_epoch_s"] if b else None
+        gflops = r["flops_per_step"] * r["steps_per_epoch"] / r["median_epoch_s"] / 1e9
+        out.append(f"| {_name(r['config'])} | {r['members']} | {_fmt(r['median_epoch_s'])} | {_fmt(ratio)}× | "
+                   f"{_fmt(ratio / r['members']) if ratio else '–'}× | {_fmt(gflops)} | {r['peak_rss_mib']:.0f} |")
+    out += ["", "Limited by: while one member leaves the cores idle between small kernels (per-step overhead), "
+            "extra members are nearly free; once the step is arithmetic-bound (GFLOP/s near the matmul "
+            f"ceiling of {_fmt(peak)} GFLOP/s), time grows linearly with K. On 2 CPU cores even K = 1 of these "
+            "models is arithmetic-bound, so ≤ 3× is out of reach here: the floor is K × (the K = 1 step's FLOPs / "
+            "the ceiling). A per-member cost above 1× (Conv1D) is memory traffic: the im2col patches of 16 members "
+            "(tens of MB per layer) no longer fit in cache, where one member's do. The ≤ 3× regime is an "
+            "accelerator whose K = 1 step leaves most of the device idle.", ""]
+    return out
+
+
+def pyod_section(rows: list[dict], config: str) -> list[str]:
+    out = [f"## 3. Against PyOD on ECG5000 (`{config}`)", "",
+           "Train on the TRAIN normals (the same scaled rows the project trains on), score all 4500 TEST rows, "
+           "ROC-AUC of the raw scores. *fit+score* is timed inside the process (the project's figure is its whole "
+           "`research.experiment.run`: data, compilation, training with the config's checkpoints, scoring, "
+           "thresholds, metrics, no plots); *process wall* adds interpreter start and imports. Target: higher AUC "
+           "than every PyOD detector, in less wall time than PyOD's AutoEncoder.", "",
+           "| detector | settings | ROC-AUC | fit+score (s) | process wall (s) | peak RSS (MiB) |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['detector']} | error: {r['error']} |||||")
+            continue
+        if r["detector"] == "project":
+            settings = f"{r['epochs']} epochs, K = {r['ensemble_size']}, training {r['train_seconds']:.1f} s"
+            if r.get("note"):
+                settings += f"; {r['note']}"
+        elif r["detector"] == "AutoEncoder":
+            settings = f"{r['epochs']} epochs, batch {r['batch_size']}, hidden {r['hidden']}, {r['version']}"
+        else:
+            settings = f"defaults, {r['version']}"
+        out.append(f"| {'**project**' if r['detector'] == 'project' else 'PyOD ' + r['detector']} | {settings} | "
+                   f"{r['roc_auc']:.4f} | {r['fit_score_seconds']:.2f} | {r['wall_seconds']:.1f} | "
+                   f"{r['peak_rss_mib']:.0f} |")
+    project = next((r for r in rows if r["detector"] == "project" and "error" not in r), None)
+    if project:
+        overhead = project["fit_score_seconds"] - project["train_seconds"]
+        out += ["", f"Limited by: the project's run is {project['train_seconds']:.1f} s of training (100 epochs of "
+                f"a few milliseconds each plus checkpoint writes) and {overhead:.1f} s of everything else, mostly "
+                "XLA compiling the init, epoch and predict programs once; PyOD's AutoEncoder is eager PyTorch, "
+                "limited by per-step dispatch; IForest and PCA are a few vectorised numpy/sklearn passes.", ""]
+    return out
+
+
+def regions_section(result: dict) -> list[str]:
+    out = ["## 4. Region detection (SDSS): vectorised vs per-spectrum loop", ""]
+    if "pending" in result:
+        return out + [f"**Pending**: {result['pending']}.", ""]
+    if "error" in result:
+        return out + [f"`bench/regions.py` failed: {result['error']}", ""]
+    out.append(f"`python bench/regions.py`: {result['wall_seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB.")
+    if "markdown" in result:  # its own headings, one level down
+        out += ["", "\n".join("#" + line if line.startswith("#") else line for line in result["markdown"].splitlines())]
+    return out + [""]
+
+
+def summary_section(results: dict) -> list[str]:
+    """One line per target: what was measured against it."""
+    out = ["## Summary", "", "| item | measured | target | met |", "|---|---|---|---|"]
+    rows = [r for r in results.get("throughput", []) if "error" not in r]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        group = [r for r in rows if r["config"] == config]
+        jax_row = next((r for r in group if r["framework"] == "jax"), None)
+        torch2 = next((r for r in group if r["framework"] == "torch" and r["threads"] == 2), None)
+        best = max((r for r in group if r["framework"] == "torch"), key=lambda r: r["samples_per_s"], default=None)
+        if jax_row and torch2 and best:
+            r2, rb = jax_row["samples_per_s"] / torch2["samples_per_s"], jax_row["samples_per_s"] / best["samples_per_s"]
+            out.append(f"| 1. throughput, {_name(config)} | {r2:.2f}× torch (2 threads), {rb:.2f}× best torch "
+                       f"({best['threads']} thread(s)) | ≥ 2.5× | {'yes' if rb >= 2.5 else 'no'} |")
+    ens = [r for r in results.get("ensembles", []) if "error" not in r]
+    for config in dict.fromkeys(r["config"] for r in ens):
+        by_k = {r["members"]: r["median_epoch_s"] for r in ens if r["config"] == config}
+        if 1 in by_k and 16 in by_k:
+            ratio = by_k[16] / by_k[1]
+            out.append(f"| 2. ensembles, {_name(config)} | K = 16 costs {ratio:.1f}× K = 1 ({ratio / 16:.2f}× per member) "
+                       f"| ≤ 3× | {'yes' if ratio <= 3 else 'no'} |")
+    pyod = [r for r in results.get("pyod", []) if "error" not in r]
+    project = next((r for r in pyod if r["detector"] == "project" and not r.get("note")), None)
+    others = [r for r in pyod if r["detector"] != "project"]
+    autoencoders = [r for r in others if r["detector"] == "AutoEncoder"]
+    if project and others:
+        best = max(others, key=lambda r: r["roc_auc"])
+        fastest_ae = min(autoencoders, key=lambda r: r["wall_seconds"]) if autoencoders else None
+        met = project["roc_auc"] > best["roc_auc"] and (fastest_ae is None or project["wall_seconds"] < fastest_ae["wall_seconds"])
+        text = f"ROC-AUC {project['roc_auc']:.4f} vs best PyOD {best['roc_auc']:.4f} ({best['detector']})"
+        if fastest_ae:
+            text += (f"; wall {project['wall_seconds']:.1f} s vs PyOD AutoEncoder {fastest_ae['wall_seconds']:.1f} s "
+                     f"({fastest_ae['epochs']} epochs)")
+        out.append(f"| 3. vs PyOD | {text} | higher AUC, less wall time | {'yes' if met else 'no'} |")
+    regions = results.get("regions", {})
+    out.append("| 4. region detection | " + ("pending (bench/regions.py not written yet)" if "pending" in regions
+               else "see section 4") + " | – | – |")
+    out += ["", "Why a target is or is not met, and what limits each figure, is written under each table.", ""]
+    return out
+
+
+def write_report(path: pathlib.Path, results: dict, argv: list[str]) -> None:
+    info = results["machine"]
+    peak = results.get("peak", {}).get("matmul_gflops")
+    load = results["load"]
+    lines = ["# Benchmarks", "",
+             f"Generated by `python bench/run.py {' '.join(argv)}`".rstrip() + f" on {results['date']} "
+             f"(commit {info['git']}, {results['seconds']:.0f} s in all). Raw numbers: `{results['json']}`.", "",
+             "## Machine", "",
+             f"- CPU: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; {info['os']}; Python {info['python']}",
+             f"- Device benchmarked: **{info['device']}**" + (f" ({info['gpu']})" if info.get("gpu") else ""),
+             "- Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+             f"- Load average (1/5/15 min) at start {load['start']}, at end {load['end']}: the cores are shared with "
+             "other users, so absolute times are noisy; the ratios come from workers alternating in one run.",
+             f"- float32 matmul ceiling through JAX ({results.get('peak', {}).get('size', '?')}²): "
+             f"{_fmt(peak)} GFLOP/s" if peak else "- matmul ceiling: not measured",
+             "", "Reproduce: `pip install -r requirements.txt -r bench/requirements.txt && python bench/run.py` "
+             "(about 10-20 minutes on 2 shared cores); one item: `--items throughput`; another ECG config for "
+             "items 2-3: `--ecg-config experiments/<name>.py`; each row's worker command is in the JSON.", ""]
+    lines += summary_section(results)
+    if "throughput" in results:
+        lines += throughput_section(results["throughput"], peak)
+    if "ensembles" in results:
+        lines += ensemble_section(results["ensembles"], peak)
+    if "pyod" in results:
+        lines += pyod_section(results["pyod"], results["args"]["ecg_config"])
+    if "regions" in results:
+        lines += regions_section(results["regions"])
+    lines += ["## 5. Peak memory", "",
+              "Every row above carries the peak resident set size of its own worker process "
+              "(`ru_maxrss` from `wait4`). Limited by: the framework runtimes (JAX/XLA or PyTorch libraries "
+              "and compiled programs, a few hundred MiB), not the data (ECG5000 is 2.6 MB, Fashion-MNIST 220 MB "
+              "as float32).", "",
+              "## 6. GPU", ""]
+    if info["device"] == "gpu":
+        lines += [f"The tables above were measured on **{info.get('gpu') or 'the GPU'}** (`--device gpu`).", ""]
+    else:
+        lines += ["Not measured in this run: no GPU was visible (this project's tasks are lent a GPU machine only "
+                  "by chance). On a machine with one, `python bench/run.py --device gpu` (or the default "
+                  "`--device auto`) runs the same tables there and labels them with the card; JAX needs its CUDA "
+                  "build (`pip install -U \"jax[cuda12]\"`) and PyTorch a CUDA build.", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--items", default=",".join(ITEMS), help=f"comma-separated subset of {ITEMS}")
+    p.add_argument("--ecg-config", default="experiments/ecg5000_dense.py", help="the project's best ECG5000 config")
+    p.add_argument("--throughput-configs", help="comma-separated config files, each optionally followed by "
+                   ":key=value overrides", default="experiments/fashion_mnist_dense.py,"
+                   "experiments/fashion_mnist_dense.py:train.batch_size=32,experiments/ecg5000_conv1d.py")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per throughput comparison")
+    p.add_argument("--quick", action="store_true", help="fewer epochs and rows: a smoke run of the script")
+    p.add_argument("--out", default="BENCHMARKS.md")
+    p.add_argument("--json", default="bench/results/benchmarks.json")
+    args = p.parse_args()
+    items = [i.strip() for i in args.items.split(",") if i.strip()]
+    unknown = sorted(set(items) - set(ITEMS))
+    if unknown:
+        p.error(f"unknown items {unknown}; choose from {ITEMS}")
+    device = args.device if args.device != "auto" else ("gpu" if gpu_name() else "cpu")
+    start = time.perf_counter()
+    results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "args": vars(args),
+               "machine": machine_info(device), "load": {"start": [round(x, 2) for x in os.getloadavg()]},
+               "json": args.json}
+    throughput_configs = [c for c in args.throughput_configs.split(",") if c]
+    if args.ecg_config not in throughput_configs:
+        throughput_configs.append(args.ecg_config)
+    ensemble_configs = list(dict.fromkeys([args.ecg_config, "experiments/ecg5000_conv1d.py"]))
+    steps = {
+        "peak": lambda: worker("bench.peak", "--device", device),
+        "throughput": lambda: run_throughput(throughput_configs, device, args.rounds, args.quick),
+        "ensembles": lambda: run_ensembles(ensemble_configs, device, args.quick),
+        "pyod": lambda: run_pyod(args.ecg_config, device, args.quick),
+        "regions": run_regions,
+    }
+    for item in ITEMS:
+        if item in items:
+            print(f"{item}...", flush=True)
+            results[item] = steps[item]()
+    results["load"]["end"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds"] = time.perf_counter() - start
+    json_path = REPO / args.json
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=1))
+    write_report(REPO / args.out, results, sys.argv[1:])
+    print(f"wrote {args.out} and {args.json} ({results['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
