@@ -19,6 +19,7 @@ ANALYSES: dict[str, str] = {
     "sdss_regions": "research.analyses.sdss_regions:run",
     "baselines": "research.analyses.baselines:run",
     "fsdd_maps": "research.analyses.fsdd_maps:run",
+    "image_examples": "research.analyses.image_examples:run",
 }
 
 
