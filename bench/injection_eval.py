@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
@@ -150,22 +151,51 @@ def main(argv=None) -> int:
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
     x, ivar, mask = held["x"], held["ivar"], held["mask"]
     clean_recon = reconstruct(x)
+    chi = np.abs(x - clean_recon) * np.sqrt(ivar)
+    chi_pct = np.percentile(chi[mask], [50, 95, 99])
     t0 = time.time()
     trials = injection.make_trials(x, ivar, mask, reconstruct, amplitudes, copies=args.copies, seed=args.seed)
     seed_rows = injection.score_trials(trials, x, ivar, mask, clean_recon, SEED_DETECTOR)
+    copied = {}  # how much of each injected feature the model reproduces (1 = all of it, 0 = none)
+    for kind in injection.KINDS:
+        frac = []
+        for t in trials:
+            for f in t.features:
+                if f.kind == kind:
+                    added = (t.x[f.spectrum] - x[f.source])[f.start:f.end]
+                    followed = (t.recon[f.spectrum] - clean_recon[f.source])[f.start:f.end]
+                    frac.append(float(np.sum(followed * added) / np.sum(added * added)))
+        copied[kind] = float(np.median(frac))
     print(f"seed parameters scored ({time.time() - t0:.0f} s)", flush=True)
 
-    best, best_rows, ranking = None, None, []
-    if not args.no_tune:
-        tune = injection.make_trials(x, ivar, mask, reconstruct, [args.tune_amplitude], copies=args.copies,
-                                     seed=args.tune_seed)
+    def tune(tune_trials, clean):
+        ranking = []
         for det in grid_settings():
-            rows = injection.score_trials(tune, x, ivar, mask, clean_recon, det)
+            rows = injection.score_trials(tune_trials, x, ivar, mask, clean, det)
             ranking.append((select(rows, args.tune_amplitude), det))
         ranking.sort(key=lambda t: t[0], reverse=True)
+        return ranking
+
+    # the ceiling of the detector: a "model" that knows each clean spectrum exactly and ignores the
+    # injection, so its residual is a fresh noise draw plus the injected feature
+    sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    oracle_clean = (x + sigma * np.random.default_rng(args.seed + 7).standard_normal(x.shape)).astype(np.float32)
+
+    def with_oracle(ts):
+        return [dataclasses.replace(t, recon=oracle_clean[t.source]) for t in ts]
+
+    best, best_rows, ranking = None, None, []
+    oracle_rows = injection.score_trials(with_oracle(trials), x, ivar, mask, oracle_clean, SEED_DETECTOR)
+    oracle_best, oracle_best_rows = None, None
+    if not args.no_tune:
+        tune_trials = injection.make_trials(x, ivar, mask, reconstruct, [args.tune_amplitude], copies=args.copies,
+                                            seed=args.tune_seed)
+        ranking = tune(tune_trials, clean_recon)
         best = ranking[0][1]
         best_rows = injection.score_trials(trials, x, ivar, mask, clean_recon, best)
         print(f"tuned on seed {args.tune_seed}: {best}", flush=True)
+        oracle_best = tune(with_oracle(tune_trials), oracle_clean)[0][1]
+        oracle_best_rows = injection.score_trials(with_oracle(trials), x, ivar, mask, oracle_clean, oracle_best)
 
     def fmt(det):
         return ", ".join(f"{k}={v}" for k, v in det.items())
@@ -182,7 +212,11 @@ def main(argv=None) -> int:
              f"with IoU >= {injection.MIN_IOU} (so a region covering most of the spectrum matches nothing).", "",
              f"## Seed parameters ({fmt(SEED_DETECTOR)})", "", injection.markdown_table(seed_rows), ""]
     clean_rate = next(r["clean_regions_per_spectrum"] for r in seed_rows if r["kind"] == "all")
-    lines += [f"Regions reported in the clean held-out spectra: {clean_rate:.2f} per spectrum.", ""]
+    lines += [f"Regions reported in the clean held-out spectra: {clean_rate:.2f} per spectrum.", "",
+              "Model diagnostics on the held-out galaxies: |residual| / sigma median "
+              f"{chi_pct[0]:.2f}, 95th percentile {chi_pct[1]:.2f}, 99th {chi_pct[2]:.2f} (pure noise: 0.67 / 1.96 / "
+              "2.58); share of an injected feature the reconstruction reproduces (median over features; 1 = copied "
+              "through, 0 = ignored): " + ", ".join(f"{k} {v:.2f}" for k, v in copied.items()) + ".", ""]
     if best is not None:
         clean_best = next(r["clean_regions_per_spectrum"] for r in best_rows if r["kind"] == "all")
         lines += [f"## Tuned parameters ({fmt(best)})", "",
@@ -195,11 +229,22 @@ def main(argv=None) -> int:
         lines += ["Top 5 settings on the tuning set (target met, recall, precision at the tuning amplitude):", ""]
         lines += [f"- {fmt(det)}: {rank[0]}, R={rank[2]:.2f}, P={rank[3]:.2f}" for rank, det in ranking[:5]]
         lines.append("")
+    lines += ["## Ceiling of the detector: oracle reconstruction", "",
+              "The same injections, scored against an 'oracle' reconstruction: each clean held-out spectrum plus a "
+              "fresh noise draw from its ivar, whatever was injected. This is what a model that reconstructs "
+              "normal galaxies to the noise level, and nothing else, would give.", "",
+              f"Seed parameters: {fmt(SEED_DETECTOR)}", "", injection.markdown_table(oracle_rows), ""]
+    if oracle_best is not None:
+        lines += [f"Tuned the same way on the oracle: {fmt(oracle_best)}", "",
+                  injection.markdown_table(oracle_best_rows), ""]
     text = "\n".join(lines)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    (out.with_suffix(".json")).write_text(json.dumps({"seed": seed_rows, "tuned": best_rows, "tuned_params": best},
+    (out.with_suffix(".json")).write_text(json.dumps({"seed": seed_rows, "tuned": best_rows, "tuned_params": best,
+                                                      "reproduced_fraction": copied, "chi_percentiles": chi_pct.tolist(),
+                                                      "oracle_seed": oracle_rows, "oracle_tuned": oracle_best_rows,
+                                                      "oracle_tuned_params": oracle_best},
                                                      indent=1, default=str))
     print(text)
     return 0

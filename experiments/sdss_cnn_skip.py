@@ -3,6 +3,12 @@ then find anomalous wavelength regions in every test spectrum (analysis ``sdss_r
 
 47 real spectra are few, so the model is small, trained for many epochs with input noise
 (denoising) on the masked, inverse-variance-weighted loss.
+
+No skip connections and a dense 32-number bottleneck: the injection evaluation
+(bench/injection_eval.py) measured that with U-Net skips the reconstruction copies 97-100% of an
+injected feature (so nothing is left to detect), and that even a skip-free convolutional path with
+a narrow channel bottleneck copies 64-93%. ``--config.model.skip_levels=None
+--config.model.latent_dim=None`` restores the full U-Net.
 """
 
 import ml_collections
@@ -27,13 +33,14 @@ def get_config():
     c.data.scaling = "none"  # spectra are already normalised by their median flux
 
     c.model.name = "cnn_skip"
-    c.model.features = (16, 32, 64)
+    c.model.features = (16, 32, 64, 64)
     c.model.kernel_size = 7
-    c.model.skip_levels = (1, 2)  # no full-resolution skip: it would copy anomalies through
+    c.model.skip_levels = ()
+    c.model.latent_dim = 32
     c.model.activation = "gelu"
     c.model.output_activation = "none"
 
-    c.train.epochs = 600
+    c.train.epochs = 500
     c.train.batch_size = 7
     c.train.learning_rate = 2e-3
     c.train.schedule = "cosine"

@@ -13,29 +13,30 @@ def _model(**kw):
     return build_model({"name": "cnn_skip", "features": (8, 16, 16), "kernel_size": 5, **kw})
 
 
-@pytest.mark.parametrize("shape", [(2, 137), (3, 4648), (2, 101, 3)])
-def test_any_length_and_channels_round_trip(shape):
-    model = _model()
+@pytest.mark.parametrize("shape,extra", [((2, 137), {}), ((3, 4648), {"skip_levels": (), "latent_dim": 8}),
+                                         ((2, 101, 3), {})])
+def test_any_length_and_channels_round_trip(shape, extra):
+    model = _model(**extra)
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-    params = model.init(jax.random.key(0), x)
-    y = model.apply(params, x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
+    y = jax.jit(model.apply)(params, x)
     assert y.shape == x.shape and y.dtype == jnp.float32
-    grad = jax.grad(lambda v: model.apply(params, v).sum())(x)
+    grad = jax.jit(jax.grad(lambda v: model.apply(params, v).sum()))(x)
     assert float(jnp.abs(grad[:, -1]).sum()) > 0  # the padded tail was cropped, not the data
 
 
 def test_matmul_and_xla_convolutions_agree():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 300)), jnp.float32)
     fast, ref = _model(conv_impl="matmul", kernel_size=(7, 5, 3)), _model(conv_impl="xla", kernel_size=(7, 5, 3))
-    params = fast.init(jax.random.key(0), x)
-    assert jax.tree.structure(params) == jax.tree.structure(ref.init(jax.random.key(0), x))
-    assert np.allclose(fast.apply(params, x), ref.apply(params, x), atol=1e-5)
+    params = jax.jit(fast.init)(jax.random.key(0), x)
+    assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(ref.init, jax.random.key(0), x))
+    assert np.allclose(jax.jit(fast.apply)(params, x), jax.jit(ref.apply)(params, x), atol=1e-5)
 
 
 def test_skip_levels_choose_which_resolutions_are_concatenated():
     x = jnp.zeros((1, 64))
-    every = _model(skip_levels=None).init(jax.random.key(0), x)["params"]
-    coarse = _model(skip_levels=(2,)).init(jax.random.key(0), x)["params"]
+    every = jax.eval_shape(_model(skip_levels=None).init, jax.random.key(0), x)["params"]
+    coarse = jax.eval_shape(_model(skip_levels=(2,)).init, jax.random.key(0), x)["params"]
     # decoder input channels: upsampled features (+ the skipped encoder features)
     assert [every[f"dec_{i}"]["kernel"].shape[1] for i in range(3)] == [16 + 8, 16 + 16, 16 + 16]
     assert [coarse[f"dec_{i}"]["kernel"].shape[1] for i in range(3)] == [16, 16, 16 + 16]
@@ -55,26 +56,26 @@ def test_masked_pixels_contribute_nothing_on_real_spectra(data_dir):
     mask = np.stack([r[2] for r in rows])
     assert (~mask).sum() > 100  # the real files do have masked pixels
     model = _model()
-    params = model.init(jax.random.key(0), flux)
-    weights = ivar / np.median(ivar[mask])
+    params = jax.jit(model.init)(jax.random.key(0), flux)
+    recon = jax.jit(model.apply)(params, flux)
+    weights = (ivar / np.median(ivar[mask])).astype(np.float32)
 
     def loss_of(target, w):
-        return losses.loss(target, model.apply(params, jnp.asarray(flux)), mask, w)
+        return losses.loss(target, recon, mask, w)
 
     base = loss_of(flux, weights)
     garbage = np.where(mask, flux, np.nan).astype(np.float32)  # masked targets become NaN
     assert float(loss_of(garbage, weights)) == pytest.approx(float(base), rel=1e-6)
     grad = jax.grad(lambda t: loss_of(t, weights))(jnp.asarray(flux))
     assert float(jnp.abs(grad[~mask]).max()) == 0.0 and float(jnp.abs(grad[mask]).max()) > 0
-    param_grad = jax.grad(lambda p: losses.loss(garbage, model.apply(p, jnp.asarray(flux)), mask, weights))(params)
+    param_grad = jax.jit(jax.grad(lambda p: losses.loss(garbage, model.apply(p, flux), mask, weights)))(params)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(param_grad))
-    # inverse-variance weighting: doubling one spectrum's weights changes the loss; zero weight drops it
+    # inverse-variance weighting: zero weight on one spectrum drops it from the loss, the other stays
     w2 = weights.copy()
     w2[0] = 0
-    only_second = losses.per_sample(flux, model.apply(params, jnp.asarray(flux)), mask, weights)[1]
     assert float(loss_of(flux, w2)) != pytest.approx(float(base))
-    assert float(losses.per_sample(flux, model.apply(params, jnp.asarray(flux)), mask, w2)[1]) == \
-        pytest.approx(float(only_second))
+    assert float(losses.per_sample(flux, recon, mask, w2)[1]) == \
+        pytest.approx(float(losses.per_sample(flux, recon, mask, weights)[1]))
 
 
 def test_trains_on_another_1d_dataset(ecg_dir):

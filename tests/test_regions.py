@@ -163,3 +163,24 @@ def test_bad_shapes_are_one_line_errors():
         detect_regions(np.zeros((2, 10)), np.zeros((2, 10)), np.ones((2, 9), bool))
     with pytest.raises(InputError, match="threshold_scope"):
         detect_regions(np.zeros((2, 10)), np.zeros((2, 10)), threshold_scope="batch")
+
+
+@pytest.mark.slow
+def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    run = run_cli(["--config=experiments/sdss_cnn_skip.py", "--config.smoke=True",
+                   f"--config.run.root={tmp_path}", "--config.run.name=smoke",
+                   f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.regions.sample_n=3",
+                   "--config.regions.seed=1"], timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rundir = tmp_path / "sdss_cnn_skip" / "smoke"
+    summary = json.loads((rundir / "metrics.json").read_text())["analyses"]["sdss_regions"]
+    meta = json.loads((rundir / "regions_metadata.json").read_text())
+    assert summary["n_figures"] == 3 == len(meta["sampled_indices"]) == len(list((rundir / "plots" / "spectra").glob("*.png")))
+    assert meta["seed"] == 1 and meta["detector"]["window_size"] == 50
+    assert summary["n_flagged"] == len(meta["flagged"])
+    for entry in meta["flagged"]:
+        assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)

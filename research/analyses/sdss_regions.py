@@ -74,7 +74,8 @@ def run(ctx) -> dict:
     metadata = {
         "seed": seed, "only_anomalous": bool(cfg.get("only_anomalous")), "sample_n": int(cfg.get("sample_n") or 0),
         "sampled_indices": chosen.tolist(), "sampled_ids": [ids[i] for i in chosen],
-        "detector": regions.params, "thresholds": regions.thresholds(),
+        "detector": regions.params,
+        "thresholds": {k: v for k, v in regions.thresholds().items() if not isinstance(v, list)},
         "per_spectrum_thresholds": {ids[i]: {"abs": float(regions.abs_threshold[i]),
                                              "rel": float(regions.rel_threshold[i])} for i in range(len(ids))},
         "flagged": [describe(i) for i in np.flatnonzero(regions.flags)],

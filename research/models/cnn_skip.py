@@ -21,15 +21,18 @@ class CNNSkipAE(nn.Module):
     gradients are several times cheaper on CPU.
 
     ``features`` sets depth and channels; ``kernel_size`` is one int or one per level.
-    ``skip_levels`` lists the levels that get a skip (None = all). Skips from the finest levels
-    let the decoder copy the input pixel for pixel, which also copies anomalies; dropping them
-    (e.g. ``skip_levels=(1, 2)``) forces fine detail through the coarser path. Accepts
-    ``(batch, length)`` or ``(batch, length, channels)`` and returns the same shape.
+    ``skip_levels`` lists the levels that get a skip (None = all). Skips let the decoder copy
+    local detail from the input, anomalies included; dropping them forces detail through the
+    coarser path, and ``latent_dim`` adds a dense bottleneck (the deepest features flattened to
+    ``latent_dim`` numbers and back), the only thing that stops a purely convolutional model from
+    passing a local feature through. Accepts ``(batch, length)`` or ``(batch, length, channels)``
+    and returns the same shape.
     """
 
     features: Sequence[int] = (16, 32, 64)
     kernel_size: int | Sequence[int] = 7
     bottleneck_features: int | None = None
+    latent_dim: int | None = None
     skip_levels: Sequence[int] | None = None
     pool: str = "avg"  # 'avg' or 'max'
     conv_impl: str = "auto"  # 'xla' (nn.Conv), 'matmul' (conv_ops.Conv), 'auto' = matmul on CPU
@@ -75,6 +78,10 @@ class CNNSkipAE(nn.Module):
             pairs = h.reshape(h.shape[0], h.shape[1] // 2, 2, h.shape[2])
             h = pairs.mean(2) if self.pool == "avg" else pairs.max(2)
         h = act(conv(self.bottleneck_features or self.features[-1], kernels[-1], "bottleneck")(h))
+        if self.latent_dim:
+            inner = h.shape[1:]
+            z = nn.Dense(self.latent_dim, name="latent")(h.reshape(h.shape[0], -1))
+            h = act(nn.Dense(inner[0] * inner[1], name="expand")(z)).reshape((-1, *inner))
         for i in reversed(range(depth)):
             feat, k = self.features[i], kernels[i]
             h = jnp.repeat(h, 2, axis=1)
