@@ -16,7 +16,8 @@ def fsdd_data(c):
     c.data.test_speakers = ("lucas", "yweweler")
     c.data.anomaly_digits = ()  # empty = every other digit
     c.data.n_fft = 8192  # zero-pad / crop every recording to 1.02 s
-    c.data.n_bins = 512  # 7.8 Hz bins, 0-4 kHz
+    c.data.n_bins = 128  # 31 Hz bins, 0-4 kHz: averages away the speaker's pitch harmonics (512 bins:
+    # AE / PCA / IForest ROC-AUC 0.71 / 0.76 / 0.63; 128: 0.77 / 0.79 / 0.70)
     c.data.split_seed = 0
     c.data.val_fraction = 0.1
     c.data.scaling = "none"  # spectra already peak at 1
@@ -34,7 +35,7 @@ def get_config():
     c.experiment = "fsdd_six"
     c.model.name = "dense"
     c.model.hidden = (128,)
-    c.model.latent_dim = 16
+    c.model.latent_dim = 32  # 8: 0.74, 16: 0.76, 32: 0.77 ROC-AUC
     c.model.activation = "relu"
     c.model.output_activation = "sigmoid"
     c.train.epochs = 300
