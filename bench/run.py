@@ -3,6 +3,7 @@
     pip install -r bench/requirements.txt
     python bench/run.py                      # everything, on the GPU when one is visible
     python bench/run.py --items pyod --ecg-config experiments/ecg5000_ensemble.py
+    python bench/run.py --items regions --merge   # re-measure one item, keep the others from the JSON
 
 Each measurement is its own worker process (``python -m bench.<worker>``), so every figure carries its
 own peak RSS and no framework's idle thread pool competes with the one being timed. Throughput
@@ -334,7 +335,7 @@ def pyod_section(rows: list[dict], config: str) -> list[str]:
 
 
 def regions_section(result: dict) -> list[str]:
-    out = ["## 4. Region detection (SDSS): vectorised vs per-spectrum loop", ""]
+    out = ["## 4. Region detection (SDSS): compiled detector vs per-spectrum loop", ""]
     if "pending" in result:
         return out + [f"**Pending**: {result['pending']}.", ""]
     if "error" in result:
@@ -343,6 +344,29 @@ def regions_section(result: dict) -> list[str]:
     if "markdown" in result:  # its own headings, one level down
         out += ["", "\n".join("#" + line if line.startswith("#") else line for line in result["markdown"].splitlines())]
     return out + [""]
+
+
+def region_speedups(result: dict) -> dict[int, float]:
+    """Best speed-up over the loop per thread count, read from bench/regions.py's table."""
+    best: dict[int, float] = {}
+    for line in result.get("markdown", "").splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith("compiled") and cells[5].endswith("x"):
+            threads, speedup = int(cells[2]), float(cells[5][:-1])
+            best[threads] = max(best.get(threads, 0.0), speedup)
+    return best
+
+
+def region_summary(result: dict) -> str:
+    if "pending" in result or "error" in result or not result:
+        return "not measured"
+    best = region_speedups(result)
+    return ", ".join(f"{v:.0f}× with {t} thread(s)" for t, v in sorted(best.items())) or "see section 4"
+
+
+def region_met(result: dict) -> str:
+    best = region_speedups(result)
+    return ("yes" if best.get(1, 0) >= 50 else "no") + " (1 thread)" if best else "–"
 
 
 def summary_section(results: dict) -> list[str]:
@@ -379,8 +403,8 @@ def summary_section(results: dict) -> list[str]:
                      f"({fastest_ae['epochs']} epochs)")
         out.append(f"| 3. vs PyOD | {text} | higher AUC, less wall time | {'yes' if met else 'no'} |")
     regions = results.get("regions", {})
-    out.append("| 4. region detection | " + ("pending (bench/regions.py not written yet)" if "pending" in regions
-               else "see section 4") + " | – | – |")
+    out.append("| 4. region detection | " + region_summary(regions) + " | ≥ 50× the per-spectrum loop | "
+               + region_met(regions) + " |")
     out += ["", "Why a target is or is not met, and what limits each figure, is written under each table.", ""]
     return out
 
@@ -403,6 +427,11 @@ def write_report(path: pathlib.Path, results: dict, argv: list[str]) -> None:
              "", "Reproduce: `pip install -r requirements.txt -r bench/requirements.txt && python bench/run.py` "
              "(about 10-20 minutes on 2 shared cores); one item: `--items throughput`; another ECG config for "
              "items 2-3: `--ecg-config experiments/<name>.py`; each row's worker command is in the JSON.", ""]
+    dates = results.get("item_dates", {})
+    if len(set(dates.values())) > 1:
+        lines += ["Measured in more than one run (`--merge`): " +
+                  ", ".join(f"{item} on {date}" for item, date in dates.items()) +
+                  "; the machine section describes the latest run.", ""]
     lines += summary_section(results)
     if "throughput" in results:
         lines += throughput_section(results["throughput"], peak)
@@ -438,6 +467,8 @@ def main() -> None:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per throughput comparison")
     p.add_argument("--quick", action="store_true", help="fewer epochs and rows: a smoke run of the script")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the items not re-run from the existing JSON (each keeps its own date)")
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--json", default="bench/results/benchmarks.json")
     args = p.parse_args()
@@ -461,10 +492,18 @@ def main() -> None:
         "pyod": lambda: run_pyod(args.ecg_config, device, args.quick),
         "regions": run_regions,
     }
+    results["item_dates"] = {}
+    previous = {}
+    if args.merge and (REPO / args.json).is_file():
+        previous = json.loads((REPO / args.json).read_text())
     for item in ITEMS:
         if item in items:
             print(f"{item}...", flush=True)
             results[item] = steps[item]()
+            results["item_dates"][item] = results["date"]
+        elif item in previous:
+            results[item] = previous[item]
+            results["item_dates"][item] = previous.get("item_dates", {}).get(item, previous["date"])
     results["load"]["end"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = time.perf_counter() - start
     json_path = REPO / args.json

@@ -59,10 +59,16 @@ def get_config():
     c.regions.overall_anomaly_threshold = 0.3
     c.regions.threshold_scope = "spectrum"  # 'spectrum' or 'global'
     c.regions.noise_units = False  # True: absolute residuals in sigma (uses ivar)
+    # residual preprocessing (research/residuals.py), 0 = off: detrend_width = width (px) of the running
+    # median of orig - recon added to the reconstruction, removing the smooth model misfit (wider than
+    # the features to keep: 201 in the injection evaluation); noise_width = local robust noise scale
+    # (needs noise_units)
+    c.regions.detrend_width = 0
+    c.regions.noise_width = 0
     c.regions.only_anomalous = False
     c.regions.sample_n = 0  # 0 = every selected spectrum
     c.regions.seed = 0
     c.regions.image_dir = ml_collections.config_dict.placeholder(str)  # SDSS cutouts <id>.jpg
-    c.regions.chunk_size = 2048
+    c.regions.chunk_size = 256
     c.analyses = ("sdss_regions",)
     return c

@@ -25,6 +25,7 @@ import numpy as np
 
 from research.errors import InputError
 from research.regions import Regions, detect_regions
+from research.residuals import preprocess
 
 KINDS = ("emission", "absorption", "dropout")
 DEFAULT_WIDTHS = {"emission": (2.0, 5.0), "absorption": (5.0, 12.0), "dropout": (20.0, 80.0)}
@@ -214,9 +215,15 @@ def evaluate(x: np.ndarray, ivar: np.ndarray, mask: np.ndarray, reconstruct: Cal
 
 
 def detect(x, recon, mask, ivar, detector: dict) -> Regions:
-    """``detect_regions`` with a detector dict; ``noise_units=True`` passes ``ivar`` (sigma units)."""
+    """``detect_regions`` with a detector dict; ``noise_units=True`` passes ``ivar`` (sigma units).
+
+    ``detrend_width`` / ``noise_width`` (0 or absent = off) preprocess the residual first
+    (:func:`research.residuals.preprocess`: remove its smooth part; local robust noise scale)."""
     params = dict(detector)
     noise_units = params.pop("noise_units", False)
+    detrend_width, noise_width = params.pop("detrend_width", 0), params.pop("noise_width", 0)
+    if detrend_width or (noise_width and noise_units):
+        recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0)
     return detect_regions(x, recon, mask, ivar=ivar if noise_units else None, **params)
 
 

@@ -20,10 +20,14 @@ The rule (seed parameters: ``window_size=50``, ``percentile_threshold=95``,
    the first and last pixel). The spectrum's score is the fraction of its usable windows that are
    flagged; it is flagged when the score exceeds ``overall_anomaly_threshold``.
 
-``detect_regions`` is vectorised over spectra and windows and processes ``chunk_size`` spectra at
-a time, so its working memory is a few chunk-sized arrays (inputs may be memory-mapped).
-``detect_regions_loop`` is the plain per-spectrum, per-window Python loop of the same rule; tests
-check the two agree and ``bench/regions.py`` times them.
+``detect_regions`` runs a numba kernel over ``chunk_size`` spectra at a time, in parallel over the
+spectra on numba's threads (``numba.set_num_threads``); its working memory is three float32 rows
+per spectrum of a chunk (inputs may be memory-mapped). It repeats numpy's float arithmetic exactly
+(float32 residuals, numpy's pairwise float32 sums for window means, exact order statistics and
+``np.percentile``'s float64 interpolation), so its output equals that of ``detect_regions_loop``,
+the plain per-spectrum, per-window Python loop of the same rule; tests check this and
+``bench/regions.py`` times both. numba is imported and the kernel compiled (a few seconds, then
+cached in ``__pycache__``) on the first call, not on import.
 """
 
 from __future__ import annotations
@@ -96,42 +100,6 @@ def _check(original, recon, mask, ivar, window_size, scope):
 BIG = np.float32(3.0e38)  # stands in for infinity so masked pixels drop out of max/min/partition
 
 
-@dataclasses.dataclass
-class _Chunk:
-    """A block of spectra with usable-pixel mask and residuals (unusable pixels hold 0)."""
-
-    o: np.ndarray
-    r: np.ndarray
-    good: np.ndarray
-    penalty: np.ndarray  # 0 where usable, -BIG where not
-    absr: np.ndarray
-    relr: np.ndarray
-
-
-def _prepare(o, r, m, iv) -> _Chunk:
-    o = np.asarray(o, np.float32)
-    r = np.asarray(r, np.float32)
-    finite = np.isfinite(o) & np.isfinite(r)
-    good = finite if m is None else finite & np.asarray(m, bool)
-    if iv is not None:
-        iv = np.asarray(iv, np.float32)
-        good &= np.isfinite(iv) & (iv > 0)
-    if not finite.all():
-        o, r = np.where(finite, o, 0).astype(np.float32), np.where(finite, r, 0).astype(np.float32)
-    weight = good.astype(np.float32)
-    penalty = (weight - 1) * BIG
-    absr = np.subtract(o, r)
-    np.abs(absr, out=absr)
-    relr = np.abs(o)
-    relr += np.float32(EPS)
-    np.divide(absr, relr, out=relr)
-    if iv is not None:
-        absr *= np.sqrt(np.where(good, iv, 0), dtype=np.float32)
-    absr *= weight
-    relr *= weight
-    return _Chunk(o, r, good, penalty, absr, relr)
-
-
 def _lerp(a, b, t):
     """numpy.percentile's linear interpolation, term for term, so both implementations agree."""
     with np.errstate(invalid="ignore"):
@@ -140,7 +108,7 @@ def _lerp(a, b, t):
 
 
 def row_percentile(values: np.ndarray, good: np.ndarray, q: float, penalty: np.ndarray | None = None) -> np.ndarray:
-    """``np.percentile(values[i][good[i]], q)`` for every row at once (NaN for an empty row).
+    """``np.percentile(values[i][good[i]], q)`` for every row at once (NaN for an empty row), in numpy.
 
     Exact, without a full selection over every row: unusable entries are pushed below every
     usable one (``penalty``); a partition of every 8th value gives each row a safe lower bound
@@ -196,38 +164,337 @@ def row_percentile(values: np.ndarray, good: np.ndarray, q: float, penalty: np.n
     return np.where(count > 0, _lerp(a, b, h - k), np.nan)
 
 
-def _window_flags(c: _Chunk, abs_thr, rel_thr, window_size, factor):
-    length = c.o.shape[1]
-    starts = np.arange(0, length, window_size)
-    count = np.add.reduceat(c.good, starts, axis=1, dtype=np.int32)
-    denom = np.maximum(count, 1)
-    mean_abs = np.add.reduceat(c.absr, starts, axis=1) / denom
-    mean_rel = np.add.reduceat(c.relr, starts, axis=1) / denom
-    flagged = (mean_abs > abs_thr[:, None]) & (mean_rel > rel_thr[:, None])
-    if factor is not None:
-        ranges = []
-        for a in (c.o, c.r):
-            hi = np.maximum.reduceat(a + c.penalty, starts, axis=1)
-            lo = np.minimum.reduceat(a - c.penalty, starts, axis=1)
-            with np.errstate(over="ignore"):
-                ranges.append(hi - lo)
-        o_range, r_range = ranges
-        flagged |= (o_range > factor * r_range) | (r_range > factor * o_range)
-    usable = count > 0
-    return flagged & usable, usable
+def _global_thresholds(original, recon, mask, ivar, q, chunk_size):
+    """The percentile of all usable absolute and relative residuals together, as the loop takes it."""
+    parts = ([], [])
+    for lo in range(0, len(original), chunk_size):
+        o = np.asarray(original[lo:lo + chunk_size], np.float32)
+        r = np.asarray(recon[lo:lo + chunk_size], np.float32)
+        good = np.isfinite(o) & np.isfinite(r)
+        if mask is not None:
+            good &= np.asarray(mask[lo:lo + chunk_size], bool)
+        if ivar is not None:
+            iv = np.asarray(ivar[lo:lo + chunk_size], np.float32)
+            good &= np.isfinite(iv) & (iv > 0)
+        o, r = o[good], r[good]
+        diff = np.abs(o - r)
+        parts[0].append(diff * np.sqrt(iv[good]) if ivar is not None else diff)
+        parts[1].append(diff / (np.abs(o) + np.float32(EPS)))
+    vals = [np.concatenate(p) for p in parts]
+    return [float(np.percentile(v, q)) if v.size else np.nan for v in vals]
 
 
-def _merge(window_flags, window_size, length, axis):
-    n, w = window_flags.shape
-    edges = np.diff(np.pad(window_flags, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    start = starts * window_size
-    end = np.minimum(ends * window_size, length)
-    if axis is None:
-        return rows, start, end, None, None
-    axis = np.asarray(axis)
-    return rows, start, end, axis[start], axis[end - 1]
+# ---- compiled kernel ---------------------------------------------------------------------------
+# Plain Python below, compiled by numba on the first call of _compiled() (so importing this module
+# does not import numba). The functions call each other through module globals, which
+# _compiled() replaces by their compiled versions; machine code is cached in __pycache__.
+
+_prange = range
+
+
+def _sum32(a, lo, n):
+    """``np.sum(a[lo:lo + n])`` of float32 ``a``, bit for bit: numpy's pairwise summation (8 accumulators
+    over blocks of at most 128, halved at multiples of 8 above). No recursion: numba cannot cache it."""
+    if n > 128:
+        node_lo, node_n, node_open = np.empty(128, np.int64), np.empty(128, np.int64), np.empty(128, np.bool_)
+        vals = np.empty(128, np.float32)
+        node_lo[0], node_n[0], node_open[0] = lo, n, False
+        top, n_vals = 0, 0
+        while top >= 0:
+            b_lo, b_n, done = node_lo[top], node_n[top], node_open[top]
+            if done:  # both halves summed: combine them
+                n_vals -= 1
+                vals[n_vals - 1] = vals[n_vals - 1] + vals[n_vals]
+                top -= 1
+            elif b_n <= 128:
+                vals[n_vals] = _sum32_block(a, b_lo, b_n)
+                n_vals += 1
+                top -= 1
+            else:
+                half = b_n // 2
+                half -= half % 8
+                node_open[top] = True
+                node_lo[top + 1], node_n[top + 1], node_open[top + 1] = b_lo + half, b_n - half, False
+                node_lo[top + 2], node_n[top + 2], node_open[top + 2] = b_lo, half, False
+                top += 2
+        return vals[0]
+    return _sum32_block(a, lo, n)
+
+
+def _sum32_block(a, lo, n):
+    """numpy's pairwise sum of ``a[lo:lo + n]`` for ``n <= 128``."""
+    if n < 8:
+        res = np.float32(0)
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    stop = lo + n - n % 8
+    while i < stop:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        res += a[i]
+        i += 1
+    return res
+
+
+def _select(a, lo, hi, k):
+    """Reorder ``a[lo:hi + 1]`` so that ``a[k]`` is its (k - lo)-th smallest and ``a[k + 1:hi + 1] >= a[k]``."""
+    for _ in range(64):  # quickselect, median-of-3 pivot (Hoare partition)
+        if hi <= lo:
+            return a[k]
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    a[lo:hi + 1].sort()  # pathological pivots: finish with a sort
+    return a[k]
+
+
+def _select_fast(a, lo, hi, k):
+    """As :func:`_select`, with a branch-free (Lomuto) partition while the range is large and the split fair."""
+    while hi - lo > 32:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        if (x <= y) == (y <= z):  # median of three to a[hi], as the pivot
+            a[mid], a[hi] = z, y
+        elif (y <= x) == (x <= z):
+            a[lo], a[hi] = z, x
+        pivot = a[hi]
+        c = lo
+        for j in range(lo, hi):  # a[lo:c] < pivot <= a[c:j]
+            v = a[j]
+            a[j] = a[c]
+            a[c] = v
+            c += v < pivot
+        a[hi] = a[c]
+        a[c] = pivot
+        if k == c:
+            return pivot
+        size = hi - lo
+        if k < c:
+            hi = c - 1
+        else:
+            lo = c + 1
+        if 16 * (hi - lo) > 15 * size:  # ties or bad pivots: finish with the Hoare partition
+            break
+    return _select(a, lo, hi, k)
+
+
+def _order_pair(src, dst, n, k):
+    """The k-th and (k+1)-th smallest values of ``src[:n]`` (``k + 1 < n``), using ``dst`` as scratch;
+    NaN, NaN if ``src[:n]`` holds a NaN.
+
+    Floyd-Rivest style: two order statistics of every 16th value bracket the wanted ranks (with a
+    3-sigma margin); one pass counts the values below and above the bracket and packs those inside
+    it (a few hundred) into ``dst``, to select from. If the bracket misses, select from all values.
+    """
+    if n >= 1024:
+        ns = n // 16
+        for t in range(ns):
+            dst[t] = src[16 * t]
+        frac = k / n
+        margin = 3.0 * np.sqrt(ns * frac * (1.0 - frac)) + 2.0
+        i_lo, i_hi = int(np.floor(frac * ns - margin)), int(np.ceil(frac * ns + margin))
+        b_lo, b_hi = -np.inf, np.inf
+        if i_lo >= 0:
+            b_lo = _select_fast(dst, 0, ns - 1, i_lo)
+        if i_hi < ns:
+            b_hi = _select_fast(dst, max(i_lo + 1, 0), ns - 1, i_hi)
+        below, above, m = 0, 0, 0
+        for j in range(n):
+            x = src[j]
+            below += x < b_lo
+            above += x > b_hi
+            dst[m] = x
+            m += (x >= b_lo) & (x <= b_hi)
+        if below + above + m < n:  # NaN (neither below, above nor inside)
+            return np.nan, np.nan
+        if below <= k and n - above >= k + 2:
+            k -= below
+            lower = _select_fast(dst, 0, m - 1, k)
+            return lower, dst[k + 1:m].min()
+    nans = 0
+    for j in range(n):
+        nans += src[j] != src[j]
+    if nans:
+        return np.nan, np.nan
+    dst[:n] = src[:n]
+    lower = _select_fast(dst, 0, n - 1, k)
+    return lower, dst[k + 1:n].min()
+
+
+def _percentile(src, dst, length, n, quant):
+    """``np.percentile(usable.astype(np.float64), 100 * quant)`` bit for bit, where ``src[:length]`` holds
+    the ``n`` usable values (all >= 0 or NaN) and -1 elsewhere; ``dst`` is scratch."""
+    if n == 0:
+        return np.nan
+    virtual = (n - 1) * quant
+    if virtual >= n - 1:  # numpy takes the last value for both neighbours, with previous index -1
+        top = src[0]
+        for j in range(length):
+            if src[j] != src[j]:
+                return np.nan
+            top = max(top, src[j])
+        prev, lower, upper = -1.0, np.float64(top), np.float64(top)
+    else:
+        k = int(np.floor(virtual))
+        lo_val, hi_val = _order_pair(src, dst, length, length - n + k)  # the -1s rank first
+        if lo_val != lo_val:
+            return np.nan  # as numpy: NaN in the data gives NaN
+        prev, lower, upper = float(k), np.float64(lo_val), np.float64(hi_val)
+    t = virtual - prev
+    diff = upper - lower
+    if t >= 0.5:
+        return upper - diff * (1 - t)
+    return lower + diff * t
+
+
+def _range_mismatch(o, r, relr, s, e, full, factor):
+    """Whether the ranges (max - min) of ``o[s:e]`` and ``r[s:e]`` where ``relr`` is not -1 (all of it
+    if ``full``) differ by more than ``factor`` either way."""
+    o_hi, o_lo, r_hi, r_lo = o[s], o[s], r[s], r[s]
+    if full:
+        for j in range(s + 1, e):
+            oj, rj = o[j], r[j]
+            o_hi, o_lo, r_hi, r_lo = max(o_hi, oj), min(o_lo, oj), max(r_hi, rj), min(r_lo, rj)
+    else:
+        inf = np.float32(np.inf)
+        o_hi, o_lo, r_hi, r_lo = -inf, inf, -inf, inf
+        for j in range(s, e):
+            if relr[j] != -1:
+                oj, rj = o[j], r[j]
+                o_hi, o_lo, r_hi, r_lo = max(o_hi, oj), min(o_lo, oj), max(r_hi, rj), min(r_lo, rj)
+    o_range, r_range = o_hi - o_lo, r_hi - r_lo
+    return o_range > factor * r_range or r_range > factor * o_range
+
+
+def _rows(o, r, m, iv, mask_step, ivar_step, quant, fit_abs, fit_rel, abs_thr, rel_thr, window_size, factor,
+          use_factor, flags, n_usable, scratch):
+    """The whole rule for a block of spectra, in parallel over spectra.
+
+    ``m``/``iv`` are the mask and ivar rows, or a single row of ones with ``mask_step``/``ivar_step`` 0.
+    """
+    for i in _prange(o.shape[0]):  # one call per spectrum: views taken inside stay contiguous
+        _spectrum(i, o, r, m, iv, mask_step, ivar_step, quant, fit_abs, fit_rel, abs_thr, rel_thr, window_size,
+                  factor, use_factor, flags, n_usable, scratch)
+
+
+def _spectrum(i, o, r, m, iv, mask_step, ivar_step, quant, fit_abs, fit_rel, abs_thr, rel_thr, window_size, factor,
+              use_factor, flags, n_usable, scratch):
+    """Residuals, thresholds and window flags of spectrum ``i`` (arguments as for :func:`_rows`)."""
+    length = o.shape[1]
+    eps, inf = np.float32(EPS), np.float32(np.inf)
+    absr, relr, sel = scratch[i, 0], scratch[i, 1], scratch[i, 2]  # residuals are -1 where unusable
+    mi, vi = m[i * mask_step], iv[i * ivar_step]
+    n = 0
+    for j in range(length):  # no branches, so this loop is vectorised
+        oj, rj, v = o[i, j], r[i, j], vi[j]
+        ok = (abs(oj) < inf) & (abs(rj) < inf) & mi[j] & (abs(v) < inf) & (v > 0)
+        diff = abs(oj - rj)
+        absr[j] = diff * np.sqrt(v) if ok else np.float32(-1)
+        relr[j] = diff / (abs(oj) + eps) if ok else np.float32(-1)
+        n += ok
+    if fit_abs:
+        abs_thr[i] = _percentile(absr, sel, length, n, quant)
+    if fit_rel:
+        rel_thr[i] = _percentile(relr, sel, length, n, quant)
+    o_row, r_row = o[i], r[i]
+    usable = 0
+    for w in range(flags.shape[1]):
+        s = w * window_size
+        e = min(s + window_size, length)
+        c = 0
+        for j in range(s, e):
+            c += relr[j] != -1
+        if c == 0:
+            continue
+        usable += 1
+        hit = use_factor and _range_mismatch(o_row, r_row, relr, s, e, c == e - s, factor)
+        if not hit:
+            if c < e - s:  # pack the usable residuals to the window's start: numpy sums exactly these, in order
+                c = 0
+                for j in range(s, e):
+                    ok = relr[j] != -1
+                    absr[s + c] = absr[j]
+                    relr[s + c] = relr[j]
+                    c += ok
+            hit = (np.float64(_sum32(absr, s, c)) / c > abs_thr[i]
+                   and np.float64(_sum32(relr, s, c)) / c > rel_thr[i])
+        flags[i, w] = hit
+    n_usable[i] = usable
+
+
+def _find_regions(flags, window_size, length):
+    """Runs of flagged windows as (row, first pixel, one past the last pixel) arrays."""
+    n, n_windows = flags.shape
+    count = 0
+    for i in range(n):
+        for w in range(n_windows):
+            count += flags[i, w] and (w == 0 or not flags[i, w - 1])
+    rows, start, end = np.empty(count, np.int64), np.empty(count, np.int64), np.empty(count, np.int64)
+    t = 0
+    for i in range(n):
+        w = 0
+        while w < n_windows:
+            if flags[i, w]:
+                first = w
+                while w + 1 < n_windows and flags[i, w + 1]:
+                    w += 1
+                rows[t], start[t], end[t] = i, first * window_size, min((w + 1) * window_size, length)
+                t += 1
+            w += 1
+    return rows, start, end
+
+
+_COMPILED = {}
+
+
+def _compiled():
+    """The numba-compiled functions (compiled, or loaded from numba's cache, on first use)."""
+    if not _COMPILED:
+        import numba
+
+        names = globals()
+        for name in ("_sum32_block", "_sum32", "_select", "_select_fast", "_order_pair", "_percentile",
+                     "_range_mismatch", "_spectrum", "_find_regions"):
+            names[name] = numba.njit(cache=True, nogil=True, error_model="numpy")(names[name])
+        names["_prange"] = numba.prange
+        _COMPILED["rows"] = numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")(_rows)
+        _COMPILED["find_regions"] = names["_find_regions"]
+        _COMPILED["numba"] = numba
+    return _COMPILED
 
 
 def _params(window_size, percentile_threshold, range_mismatch_factor, overall_anomaly_threshold, scope,
@@ -242,54 +509,55 @@ def detect_regions(original, recon, mask=None, axis=None, *, ivar=None, window_s
                    percentile_threshold: float = 95.0, range_mismatch_factor: float | None = 1.5,
                    overall_anomaly_threshold: float = 0.3, threshold_scope: str = "spectrum",
                    abs_threshold: float | None = None, rel_threshold: float | None = None,
-                   chunk_size: int = 2048) -> Regions:
+                   chunk_size: int = 256) -> Regions:
     """Anomalous regions of every spectrum (rule in the module docstring), ``chunk_size`` rows at a time.
 
     ``original``/``recon``/``mask``/``ivar`` are ``(N, L)`` (mask True = usable pixel) and may be
-    memory-mapped. ``threshold_scope='global'`` first collects every usable residual (one
-    float32 copy of the data) to take the shared percentile.
+    memory-mapped. The compiled kernel runs the spectra of a chunk in parallel on numba's threads
+    (``numba.set_num_threads`` limits them). ``threshold_scope='global'`` first collects every
+    usable residual (one float32 copy of the data) to take the shared percentile.
     """
     _check(original, recon, mask, ivar, window_size, threshold_scope)
     n, length = np.shape(original)
+    window_size = int(window_size)
     n_windows = -(-length // window_size)
     chunk_size = max(1, int(chunk_size))
     factor = None if range_mismatch_factor is None or not np.isfinite(range_mismatch_factor) else float(range_mismatch_factor)
+    compiled = _compiled()
 
-    def chunk(lo, hi) -> _Chunk:
-        return _prepare(original[lo:hi], recon[lo:hi], None if mask is None else mask[lo:hi],
-                        None if ivar is None else ivar[lo:hi])
-
-    global_thr = None
+    abs_thr_all = np.full(n, np.nan)
+    rel_thr_all = np.full(n, np.nan)
+    global_thr = [np.nan, np.nan]
     if threshold_scope == "global" and (abs_threshold is None or rel_threshold is None):
-        collected = [[], []]
-        for lo in range(0, n, chunk_size):
-            c = chunk(lo, lo + chunk_size)
-            collected[0].append(c.absr[c.good])
-            collected[1].append(c.relr[c.good])
-        vals = [np.concatenate(c) for c in collected]
-        global_thr = [float(np.percentile(v, percentile_threshold)) if v.size else np.nan for v in vals]
+        global_thr = _global_thresholds(original, recon, mask, ivar, percentile_threshold, chunk_size)
+    fit = []
+    for explicit, out, idx in ((abs_threshold, abs_thr_all, 0), (rel_threshold, rel_thr_all, 1)):
+        fixed = float(explicit) if explicit is not None else global_thr[idx] if threshold_scope == "global" else None
+        if fixed is not None:
+            out[:] = fixed
+        fit.append(fixed is None)
 
-    abs_thr_all = np.empty(n)
-    rel_thr_all = np.empty(n)
     window_flags = np.zeros((n, n_windows), bool)
-    usable_windows = np.zeros((n, n_windows), bool)
-    for lo in range(0, n, chunk_size):
-        c = chunk(lo, lo + chunk_size)
-        rows = c.o.shape[0]
-        thr = []
-        for explicit, values, idx in ((abs_threshold, c.absr, 0), (rel_threshold, c.relr, 1)):
-            if explicit is not None:
-                thr.append(np.full(rows, float(explicit)))
-            elif global_thr is not None:
-                thr.append(np.full(rows, global_thr[idx]))
-            else:
-                thr.append(row_percentile(values, c.good, percentile_threshold, c.penalty))
-        abs_thr_all[lo:lo + rows], rel_thr_all[lo:lo + rows] = thr
-        wf, usable = _window_flags(c, thr[0], thr[1], window_size, factor)
-        window_flags[lo:lo + rows], usable_windows[lo:lo + rows] = wf, usable
+    n_usable = np.zeros(n, np.int64)
+    scratch = np.empty((min(chunk_size, n), 3, length), np.float32)  # per spectrum: 2 residual rows, 1 to select in
+    no_mask, no_ivar = np.ones((1, length), bool), np.ones((1, length), np.float32)
+    with compiled["numba"].parallel_chunksize(8):  # small work units: threads stay busy when a core is shared
+        for lo in range(0, n, chunk_size):
+            hi = min(lo + chunk_size, n)
+            compiled["rows"](
+                np.ascontiguousarray(original[lo:hi], np.float32), np.ascontiguousarray(recon[lo:hi], np.float32),
+                no_mask if mask is None else np.ascontiguousarray(mask[lo:hi], bool),
+                no_ivar if ivar is None else np.ascontiguousarray(ivar[lo:hi], np.float32),
+                int(mask is not None), int(ivar is not None), float(percentile_threshold) / 100, fit[0], fit[1],
+                abs_thr_all[lo:hi], rel_thr_all[lo:hi], window_size, np.float32(factor or 0), factor is not None,
+                window_flags[lo:hi], n_usable[lo:hi], scratch)
 
-    scores = window_flags.sum(1) / np.maximum(usable_windows.sum(1), 1)
-    rows, start, end, wl0, wl1 = _merge(window_flags, window_size, length, axis)
+    scores = window_flags.sum(1) / np.maximum(n_usable, 1)
+    rows, start, end = compiled["find_regions"](window_flags, window_size, length)
+    wl0 = wl1 = None
+    if axis is not None:
+        axis = np.asarray(axis)
+        wl0, wl1 = axis[start], axis[end - 1]
     return Regions(rows, start, end, wl0, wl1, scores, scores > overall_anomaly_threshold,
                    abs_thr_all, rel_thr_all, window_flags,
                    _params(window_size, percentile_threshold, range_mismatch_factor, overall_anomaly_threshold,

@@ -1,6 +1,7 @@
 """Anomalous wavelength regions of the test spectra: detection, per-spectrum figures, metadata JSON.
 
 Options in ``config.regions``: detector parameters (see :mod:`research.regions`), ``noise_units``,
+``detrend_width`` / ``noise_width`` (residual preprocessing, :mod:`research.residuals`; 0 = off),
 ``only_anomalous`` (figures only for flagged spectra), ``sample_n`` / ``seed`` (a seeded sample of
 the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jpg``).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from research.regions import detect_regions
+from research.residuals import preprocess
 from research.rundir import unique_path, write_json
 from research.spectrum_plots import find_image, plot_spectrum
 
@@ -39,6 +41,11 @@ def run(ctx) -> dict:
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
     ivar = ds.test.get("ivar") if cfg.get("noise_units") else None
+    detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
+    if detrend_width or (noise_width and ivar is not None):
+        # baseline-corrected reconstruction (smooth misfit removed) and local noise scale; the
+        # figures show this reconstruction, the one the detector compares with
+        recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
     params = {k: cfg[k] for k in DETECTOR_KEYS if cfg.get(k) is not None}
     regions = detect_regions(x, recon, mask, ds.axis, ivar=ivar, **params)
 
@@ -74,7 +81,7 @@ def run(ctx) -> dict:
     metadata = {
         "seed": seed, "only_anomalous": bool(cfg.get("only_anomalous")), "sample_n": int(cfg.get("sample_n") or 0),
         "sampled_indices": chosen.tolist(), "sampled_ids": [ids[i] for i in chosen],
-        "detector": regions.params,
+        "detector": regions.params, "detrend_width": detrend_width, "noise_width": noise_width,
         "thresholds": {k: v for k, v in regions.thresholds().items() if not isinstance(v, list)},
         "per_spectrum_thresholds": {ids[i]: {"abs": float(regions.abs_threshold[i]),
                                              "rel": float(regions.rel_threshold[i])} for i in range(len(ids))},

@@ -1,0 +1,101 @@
+"""Residual preprocessing before region detection: remove the smooth part of the model misfit.
+
+A small autoencoder trained on few spectra does not reconstruct a galaxy to the noise level; most of
+its misfit is broad (continuum shape), a few hundred pixels wide. Features worth reporting (lines,
+troughs, dropped segments) are narrower. :func:`detrend` returns a *baseline-corrected*
+reconstruction ``recon + running_median(orig - recon)`` so that only the narrow structure of the
+residual is left; a running median of width ``W`` ignores a feature narrower than about ``W / 2``.
+
+:func:`noise_scale` is a local, robust scale of the (detrended) residual in noise units: where the
+model misfit is larger than the pipeline noise (e.g. around the galaxy's own strong lines), it is
+> 1, and dividing ``ivar`` by its square keeps those places from counting as significant.
+
+Masked pixels (``mask`` False, non-finite values, or ``ivar <= 0``) are ignored: the running
+statistics are taken over the usable pixels only (the window counts usable pixels), and masked
+pixels get the value interpolated from their usable neighbours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from research.errors import InputError
+
+MAD_TO_SIGMA = 1.4826
+
+
+def _usable(original, recon, mask, ivar=None) -> np.ndarray:
+    good = np.isfinite(original) & np.isfinite(recon)
+    if mask is not None:
+        good &= np.asarray(mask, bool)
+    if ivar is not None:
+        good &= np.asarray(ivar) > 0
+    return good
+
+
+def running_median(values: np.ndarray, good: np.ndarray, width: int) -> np.ndarray:
+    """Per row, the median of the ``width`` nearest usable values around every pixel.
+
+    ``values``/``good`` are ``(N, L)`` (or ``(L,)``). The window slides over the row's usable pixels
+    (masked ones are skipped, not counted); masked pixels get the linear interpolation of the
+    result at their usable neighbours. A row without usable pixels gives zeros.
+    """
+    values = np.asarray(values, np.float64)
+    good = np.asarray(good, bool)
+    if values.shape != good.shape:
+        raise InputError(f"residuals: values {values.shape} and mask {good.shape} differ")
+    width = int(width)
+    if width < 1:
+        raise InputError(f"residuals: width must be >= 1, got {width}")
+    squeeze = values.ndim == 1
+    values, good = np.atleast_2d(values), np.atleast_2d(good)
+    out = np.zeros_like(values)
+    px = np.arange(values.shape[1])
+    for i in range(len(values)):
+        idx = np.flatnonzero(good[i])
+        if idx.size == 0:
+            continue
+        med = ndimage.median_filter(values[i, idx], size=min(width, idx.size) | 1, mode="nearest")
+        out[i] = med if idx.size == values.shape[1] else np.interp(px, idx, med)
+    return out[0] if squeeze else out
+
+
+def detrend(original: np.ndarray, recon: np.ndarray, mask: np.ndarray | None = None, width: int = 151,
+            ivar: np.ndarray | None = None) -> np.ndarray:
+    """Baseline-corrected reconstruction ``recon + running_median(original - recon, width)``.
+
+    ``width`` in (usable) pixels; 0 or None returns ``recon`` unchanged. The result has the dtype of
+    ``recon``; masked pixels follow the interpolated baseline.
+    """
+    recon = np.asarray(recon)
+    if not width:
+        return recon
+    original = np.asarray(original)
+    if original.shape != recon.shape:
+        raise InputError(f"residuals: original {original.shape} and reconstruction {recon.shape} differ")
+    good = _usable(original, recon, mask, ivar)
+    resid = np.where(good, original.astype(np.float64) - recon, 0.0)
+    return (recon + running_median(resid, good, width)).astype(recon.dtype)
+
+
+def noise_scale(original: np.ndarray, recon: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None,
+                width: int = 101, floor: float = 1.0) -> np.ndarray:
+    """Local robust scale of ``(original - recon) * sqrt(ivar)``: 1.4826 x the running median of its
+    absolute value over ``width`` usable pixels, at least ``floor`` (1 = the pipeline noise)."""
+    original, recon, ivar = np.asarray(original), np.asarray(recon), np.asarray(ivar)
+    good = _usable(original, recon, mask, ivar)
+    chi = np.where(good, np.abs(original.astype(np.float64) - recon) * np.sqrt(np.where(good, ivar, 0.0)), 0.0)
+    return np.maximum(MAD_TO_SIGMA * running_median(chi, good, width), floor)
+
+
+def preprocess(original, recon, mask=None, ivar=None, detrend_width: int | None = 0,
+               noise_width: int | None = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(recon', ivar')`` for :func:`research.regions.detect_regions`: the detrended reconstruction
+    (``detrend_width``; 0 = off) and ``ivar`` divided by the squared local :func:`noise_scale` of the
+    detrended residual (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
+    recon = detrend(original, recon, mask, detrend_width, ivar)
+    if noise_width and ivar is not None:
+        scale = noise_scale(original, recon, ivar, mask, noise_width)
+        ivar = (np.asarray(ivar, np.float64) / scale ** 2).astype(np.asarray(ivar).dtype)
+    return recon, ivar

@@ -1,0 +1,117 @@
+"""Residual preprocessing (research/residuals.py): the smooth part of a model misfit goes, a narrow
+injected feature stays, masked pixels are ignored; and the detector uses it through the injection
+evaluation's detector dict."""
+
+import numpy as np
+import pytest
+
+from research import injection, residuals
+
+
+def _real_galaxy(data_dir, name="spec-0266-51602-0001.fits"):
+    from data_prep import sdss
+
+    path = data_dir / "sdss" / name
+    if not path.is_file():
+        pytest.skip("SDSS files not found")
+    flux, ivar, mask = sdss.resample(sdss.read_spectrum(path), sdss.make_grid(3.59, 3.95))
+    norm = np.median(flux[mask])
+    return (flux / norm).astype(np.float32), (ivar * norm * norm).astype(np.float32), mask
+
+
+def _misfit(length):
+    """A broad model misfit: a tilt plus a wave ~600 px long, up to 0.2 in normalised flux (several sigma)."""
+    px = np.arange(length)
+    return (0.1 * (px / length - 0.5) + 0.15 * np.sin(2 * np.pi * px / 600.0)).astype(np.float32)
+
+
+def test_detrend_removes_a_smooth_misfit_and_keeps_a_narrow_feature(data_dir):
+    x, ivar, mask = _real_galaxy(data_dir)
+    rng = np.random.default_rng(3)
+    sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    # the model: the clean spectrum (plus noise) with a broad misfit, and it ignores the injection
+    recon = x + sigma * rng.standard_normal(x.shape).astype(np.float32) + _misfit(len(x))
+    injected = {}
+    for kind in injection.KINDS:
+        new, (start, end, s) = injection.inject_one(x, ivar, mask, kind, 8.0, rng)
+        injected[kind] = (new, start, end, s)
+    good = mask & (ivar > 0)
+    for kind, (new, start, end, s) in injected.items():
+        raw = (new - recon) * np.sqrt(ivar)
+        fixed = (new - residuals.detrend(new, recon, mask, 151, ivar)) * np.sqrt(ivar)
+        outside = good.copy()
+        outside[max(start - 100, 0):end + 100] = False
+        # before: the misfit dominates (many sigma); after: noise level (median |chi| of N(0, 2) ~ 0.95)
+        assert np.median(np.abs(raw[outside])) > 3.0
+        assert np.median(np.abs(fixed[outside])) < 1.3
+        assert np.percentile(np.abs(fixed[outside]), 99) < 5.0
+        # the feature survives: its mean signed residual over the span keeps most of the injection
+        added = ((new - x) * np.sqrt(ivar))[start:end][good[start:end]]
+        kept = fixed[start:end][good[start:end]]
+        assert np.sum(kept * added) / np.sum(added * added) > 0.8, kind
+
+
+def test_running_median_ignores_masked_pixels():
+    rng = np.random.default_rng(0)
+    length, width = 600, 41
+    values = rng.standard_normal((3, length))
+    good = rng.random((3, length)) > 0.2
+    good[1, 200:260] = False  # a masked stretch
+    good[2] = False  # nothing usable
+    garbage = np.where(good, values, 1e6)  # masked values must not matter
+    got = residuals.running_median(garbage, good, width)
+    assert np.allclose(got, residuals.running_median(np.where(good, values, -7.0), good, width))
+    assert np.array_equal(got[2], np.zeros(length))
+    for i in (0, 1):
+        idx = np.flatnonzero(good[i])
+        usable = values[i, idx]
+        for k in range(width // 2, len(idx) - width // 2, 37):  # away from the ends: exact window medians
+            assert got[i, idx[k]] == pytest.approx(np.median(usable[k - width // 2:k + width // 2 + 1]))
+        gap = np.flatnonzero(~good[i])
+        assert np.all(np.abs(got[i, gap]) < 3)  # masked pixels follow their neighbours, not the 1e6
+
+
+def test_detrend_ignores_masked_garbage_and_zero_width(data_dir):
+    x, ivar, mask = _real_galaxy(data_dir)
+    recon = x + _misfit(len(x))
+    bad = x.copy()
+    bad[~mask] = 1e4
+    assert np.array_equal(residuals.detrend(bad, recon, mask, 0), recon)
+    a = residuals.detrend(bad, recon, mask, 151)
+    b = residuals.detrend(x, recon, mask, 151)
+    assert np.allclose(a[mask], b[mask]) and np.abs(x - a)[mask].max() < 0.05
+    # ivar <= 0 counts as masked too
+    iv = np.where(mask, ivar, 0.0)
+    assert np.allclose(residuals.detrend(bad, recon, None, 151, iv)[mask], b[mask])
+
+
+def test_noise_scale_is_one_on_noise_and_larger_on_a_misfit():
+    rng = np.random.default_rng(1)
+    n, length = 4, 3000
+    ivar = np.full((n, length), 400.0)
+    x = 1 + rng.standard_normal((n, length)) / 20
+    recon = np.ones((n, length))
+    recon[:, 1000:1400] += 3 * rng.standard_normal((n, 400)) / 20  # a stretch the model gets wrong
+    scale = residuals.noise_scale(x, recon, ivar, None, 101)
+    assert np.median(scale[:, :800]) == pytest.approx(1.0, abs=0.15)
+    assert np.median(scale[:, 1100:1300]) > 2.5
+    r, iv = residuals.preprocess(x, recon, None, ivar, 0, 101)
+    assert np.array_equal(r, recon) and np.allclose(iv, ivar / scale ** 2)
+
+
+def test_injection_detector_with_detrending_finds_features_under_a_broad_misfit(data_dir):
+    x, ivar, mask = _real_galaxy(data_dir)
+    x, ivar, mask = x[None], ivar[None], mask[None]
+    rng = np.random.default_rng(5)
+    sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    normal = x + sigma * rng.standard_normal(x.shape).astype(np.float32) + _misfit(x.shape[1])
+    trials = injection.make_trials(x, ivar, mask, lambda b: np.zeros_like(b), [8.0], copies=6, seed=0)
+    for t in trials:
+        t.recon = normal[t.source]
+    detector = {"window_size": 10, "abs_threshold": 3.0, "range_mismatch_factor": None, "noise_units": True,
+                "rel_threshold": 0.0}
+    plain = next(r for r in injection.score_trials(trials, x, ivar, mask, normal, detector) if r["kind"] == "all")
+    fixed = next(r for r in injection.score_trials(trials, x, ivar, mask, normal, {**detector, "detrend_width": 151})
+                 if r["kind"] == "all")
+    assert plain["precision"] < 0.2  # the misfit is flagged everywhere
+    assert fixed["recall"] >= 0.9 and fixed["precision"] >= 0.8
