@@ -55,10 +55,12 @@ def get_config():
     c.regions = ml_collections.ConfigDict()
     c.regions.window_size = 50
     c.regions.percentile_threshold = 95.0
-    c.regions.range_mismatch_factor = 1.5
+    c.regions.range_mismatch_factor = 1.5  # 0 turns the range test off
     c.regions.overall_anomaly_threshold = 0.3
     c.regions.threshold_scope = "spectrum"  # 'spectrum' or 'global'
     c.regions.noise_units = False  # True: absolute residuals in sigma (uses ivar)
+    c.regions.abs_threshold = ml_collections.config_dict.placeholder(float)  # fixed instead of the percentile
+    c.regions.rel_threshold = ml_collections.config_dict.placeholder(float)  # 0 = the relative test always passes
     # residual preprocessing (research/residuals.py), 0 = off: detrend_width = width (px) of the running
     # median of orig - recon added to the reconstruction, removing the smooth model misfit (wider than
     # the features to keep: 201 in the injection evaluation); noise_width = local robust noise scale

@@ -165,8 +165,17 @@ def test_bad_shapes_are_one_line_errors():
         detect_regions(np.zeros((2, 10)), np.zeros((2, 10)), threshold_scope="batch")
 
 
+TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_threshold=99",
+         "--config.regions.noise_units=True", "--config.regions.range_mismatch_factor=0",
+         "--config.regions.rel_threshold=0", "--config.regions.detrend_width=201"]
+
+
 @pytest.mark.slow
-def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path):
+@pytest.mark.parametrize("overrides, detector", [
+    ([], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
+    (TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
+], ids=["seed", "tuned"])
+def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, overrides, detector):
     import json
 
     from conftest import run_cli
@@ -174,13 +183,14 @@ def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path):
     run = run_cli(["--config=experiments/sdss_cnn_skip.py", "--config.smoke=True",
                    f"--config.run.root={tmp_path}", "--config.run.name=smoke",
                    f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.regions.sample_n=3",
-                   "--config.regions.seed=1"], timeout=900)
+                   "--config.regions.seed=1", *overrides], timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     rundir = tmp_path / "sdss_cnn_skip" / "smoke"
     summary = json.loads((rundir / "metrics.json").read_text())["analyses"]["sdss_regions"]
     meta = json.loads((rundir / "regions_metadata.json").read_text())
     assert summary["n_figures"] == 3 == len(meta["sampled_indices"]) == len(list((rundir / "plots" / "spectra").glob("*.png")))
-    assert meta["seed"] == 1 and meta["detector"]["window_size"] == 50
+    assert meta["seed"] == 1 and {k: meta["detector"][k] for k in detector} == detector
+    assert meta["detrend_width"] == (201 if overrides else 0)
     assert summary["n_flagged"] == len(meta["flagged"])
     for entry in meta["flagged"]:
         assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)

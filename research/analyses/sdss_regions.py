@@ -47,6 +47,8 @@ def run(ctx) -> dict:
         # figures show this reconstruction, the one the detector compares with
         recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
     params = {k: cfg[k] for k in DETECTOR_KEYS if cfg.get(k) is not None}
+    if "range_mismatch_factor" in cfg and not cfg["range_mismatch_factor"]:
+        params["range_mismatch_factor"] = None  # 0 or None: no range test
     regions = detect_regions(x, recon, mask, ds.axis, ivar=ivar, **params)
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
