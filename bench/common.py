@@ -74,7 +74,7 @@ def project_trainer(config, n_train: int):
 
     tc = config.train
     return Trainer(build_model(config.model), make_optimizer(tc, n_train // tc.batch_size),
-                   batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise,
+                   batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise, max_shift=tc.max_shift,
                    eval_batch_size=tc.eval_batch_size, mesh=make_mesh())
 
 

@@ -87,7 +87,7 @@ def train_or_load(config, ds, cache_dir: pathlib.Path, log=print):
     model = build_model(config.model)
     tc = config.train
     trainer = Trainer(model, make_optimizer(tc, max(1, len(ds.train["x"]) // tc.batch_size)),
-                      batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise,
+                      batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise, max_shift=tc.max_shift,
                       eval_batch_size=tc.eval_batch_size, mesh=make_mesh())
     state = trainer.init([config.seed], ds.train["x"].shape[1:])
     key = hashlib.sha1(json.dumps({k: config[k].to_dict() for k in ("data", "model", "train")}, sort_keys=True,

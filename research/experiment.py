@@ -92,7 +92,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
         raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
                          f"{len(ds.train['x'])} training rows")
     trainer = Trainer(model, make_optimizer(tc, steps), batch_size=tc.batch_size, loss_kind=tc.loss,
-                      input_noise=tc.input_noise, eval_batch_size=tc.eval_batch_size, mesh=make_mesh())
+                      input_noise=tc.input_noise, max_shift=tc.max_shift, eval_batch_size=tc.eval_batch_size,
+                      mesh=make_mesh())
     seeds = [config.seed + i for i in range(tc.ensemble_size)]
     rundir.write_json("run.json", {
         "seeds": seeds, "git": git_info(), "argv": sys.argv, "python": platform.python_version(),

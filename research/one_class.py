@@ -105,7 +105,7 @@ def run(config, log=print) -> dict:
         raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
                          f"{train.shape[1]} training images per class")
     tx = make_optimizer(tc, steps)
-    common = dict(batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise,
+    common = dict(batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise, max_shift=tc.max_shift,
                   eval_batch_size=tc.eval_batch_size, mesh=make_mesh())
     trainer = Trainer(model, tx, member_data=True, **common)
     train_d = trainer.put({"x": train[member_class]})

@@ -94,6 +94,7 @@ class Trainer:
     batch_size: int
     loss_kind: str = "mse"
     input_noise: float = 0.0
+    max_shift: int = 0
     eval_batch_size: int = 1024
     mesh: Mesh | None = None
     member_data: bool = False
@@ -151,6 +152,8 @@ class Trainer:
     # ---- pure per-member functions ----------------------------------------------------------
     def train_step(self, state: TrainState, batch: Data, rng) -> tuple[TrainState, dict]:
         """One optimiser step: pure function of (state, batch, rng) -> (state, metrics)."""
+        if self.max_shift:
+            batch = self._shifted(batch, jax.random.fold_in(rng, 1))
         x = batch["x"]
         inputs = x
         if self.input_noise:
@@ -164,6 +167,14 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss}
+
+    def _shifted(self, batch: Data, rng) -> Data:
+        """Each sample (with its mask and weights) rolled by its own random shift in
+        ``[-max_shift, max_shift]`` along axis 1: on a log-wavelength grid a shift is a change of
+        redshift, so a few training spectra teach the model features at every position."""
+        shifts = jax.random.randint(rng, (batch["x"].shape[0],), -self.max_shift, self.max_shift + 1)
+        roll = jax.vmap(lambda a, k: jnp.roll(a, k, axis=0))
+        return {k: roll(v, shifts) for k, v in batch.items()}
 
     def epoch_single(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
         """One epoch over shuffled batches (a ``lax.scan``), then validation and best-tracking."""

@@ -72,3 +72,25 @@ def test_checkpoint_round_trip_and_resume_is_exact(ecg_normals, tmp_path):
     assert _max_diff(resumed.params, uninterrupted.params) == 0.0
     assert _max_diff(resumed.opt_state, uninterrupted.opt_state) == 0.0
     assert np.array_equal(np.asarray(resumed.epoch), [4, 4])
+
+
+def test_shift_augmentation_rolls_each_sample_with_its_mask_and_weights(ecg_normals):
+    x = np.asarray(ecg_normals["x"][:64], np.float32)
+    mask = np.ones_like(x, bool)
+    mask[:, :10] = False  # a masked stretch must travel with its sample
+    weights = np.broadcast_to(np.arange(x.shape[1], dtype=np.float32), x.shape).copy()
+    model = build_model({"name": "conv1d", "features": (8, 16), "latent_dim": 8})
+    trainer = Trainer(model, make_optimizer(ml_collections.ConfigDict({"epochs": 40, "learning_rate": 3e-3, "schedule": "cosine"}), 2),
+                      batch_size=32, max_shift=7)
+    out = jax.jit(trainer._shifted)({"x": x, "mask": mask, "weights": weights}, jax.random.key(0))
+    shifts = (np.asarray(out["weights"])[:, 0].astype(int) * -1) % x.shape[1]  # weights[i, 0] = -shift mod L
+    shifts = np.where(shifts > x.shape[1] // 2, shifts - x.shape[1], shifts)
+    assert np.abs(shifts).max() <= 7 and len(np.unique(shifts)) > 5  # own shift per sample, within range
+    for i, k in enumerate(shifts):
+        for key, ref in (("x", x), ("mask", mask), ("weights", weights)):
+            np.testing.assert_array_equal(np.asarray(out[key][i]), np.roll(ref[i], k))
+    # training with the augmentation still learns the real beats
+    data = trainer.put({"x": x})
+    history = []
+    fit(trainer, trainer.init([0], x.shape[1:]), data, data, 40, on_epoch=lambda s, m: history.append(m["val_loss"][0]))
+    assert history[-1] < 0.7 * history[0]
