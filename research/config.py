@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 10  # epochs; 0 = only at the end
     c.train.use_best = True  # score with the best-validation parameters
 
+    c.score = ml_collections.ConfigDict()
+    c.score.normalize = "none"  # none | tv: error / the sample's total variation (input complexity)
+
     c.threshold = ml_collections.ConfigDict()
     c.threshold.method = "percentile"  # percentile | mean_std | median_mad
     c.threshold.k = 2.0

@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 from sklearn.metrics import roc_auc_score
 
-from research import image_plots, plots
+from research import image_plots, plots, scoring
 from research.checkpoints import Checkpoints
 from research.config import resolve
 from research.data.fashion_mnist import CLASS_NAMES, SHORT_NAMES, folder_of, read_split
@@ -143,6 +143,7 @@ def run(config, log=print) -> dict:
     params = state.best_params if tc.use_best else state.params
     score_all = jax.jit(jax.vmap(lambda p, d: scorer.predict_single(p, d)[1], in_axes=(0, None)))
     member_errors = np.asarray(score_all(params, test_d), np.float64)  # (members, n_test)
+    member_errors = scoring.normalize(member_errors, test_x, config.score.normalize)
     member_errors = member_errors.reshape(tc.ensemble_size, len(classes), -1)
     scores = member_errors.mean(0)  # (classes, n_test): ensemble-mean error per one-class model
 

@@ -7,6 +7,7 @@ import numpy as np
 from research.errors import InputError
 
 METHODS = ("mean_std", "percentile", "median_mad")
+NORMALIZERS = ("none", "tv")
 MAD_TO_SIGMA = 1.4826  # MAD of a Gaussian times this is its standard deviation
 
 
@@ -14,6 +15,27 @@ def ensemble_scores(member_errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and spread (std across members) of per-sample errors shaped ``(K, N)``."""
     member_errors = np.asarray(member_errors, np.float64)
     return member_errors.mean(0), member_errors.std(0)
+
+
+def complexity(x: np.ndarray) -> np.ndarray:
+    """Total variation of each sample: mean absolute difference between neighbours, summed over
+    the sample's axes (``(N, L)`` signals, ``(N, H, W)`` images, a trailing channel axis counts too)."""
+    x = np.asarray(x, np.float64)
+    return sum(np.abs(np.diff(x, axis=a)).reshape(len(x), -1).mean(1) for a in range(1, x.ndim) if x.shape[a] > 1)
+
+
+def normalize(member_errors: np.ndarray, x: np.ndarray, method: str = "none") -> np.ndarray:
+    """Reconstruction errors ``(K, N)`` of the samples ``x``, divided by each sample's complexity.
+
+    ``tv``: textured or busy samples reconstruct worse whatever their class, so the raw error
+    partly ranks complexity; dividing by the sample's own total variation removes that (the
+    "input complexity" correction of Serrà et al., ICLR 2020). ``none`` returns the errors as they are.
+    """
+    if method == "none":
+        return np.asarray(member_errors)
+    if method == "tv":
+        return np.asarray(member_errors) / (complexity(x) + 1e-6)
+    raise InputError(f"config key score.normalize: unknown method {method!r}; choose one of {NORMALIZERS}")
 
 
 def threshold(errors: np.ndarray, method: str, k: float = 2.0, percentile: float = 95.0) -> float:

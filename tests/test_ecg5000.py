@@ -28,11 +28,12 @@ def _assert_one_line_error(proc, *fragments):
 
 def test_real_run_with_overrides_writes_everything(tmp_path):
     proc = run_cli(["--config=" + DENSE, "--config.train.epochs=30", f"--config.run.root={tmp_path}",
-                    "--config.run.name=e2e", "--config.threshold.percentile=97.5"])
+                    "--config.run.name=e2e", "--config.threshold.percentile=97.5", "--config.score.normalize=tv"])
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "ecg5000_dense" / "e2e"
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["epochs"] == 30 and config["threshold"]["percentile"] == 97.5
+    assert config["score"]["normalize"] == "tv"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["roc_auc"] > 0.95  # chance is 0.5
     assert metrics["n_test"] == 4500 and sum(map(sum, metrics["test"]["confusion"])) == 4500

@@ -165,13 +165,18 @@ def _one_class_config(tmp_path, **train):
 
 
 @pytest.mark.slow
-def test_one_class_benchmark_small_subset(tmp_path):
+@pytest.mark.parametrize("normalize, floor", [("none", 0.75), ("tv", 0.65)])
+def test_one_class_benchmark_small_subset(tmp_path, normalize, floor):
+    # 3 epochs on 512 images: well above chance either way; the complexity correction pays off
+    # only once the model reconstructs well (full run: 0.928 raw, 0.933 normalised)
     from research.one_class import run
 
-    summary = run(_one_class_config(tmp_path, ensemble_size=2), log=lambda *_: None)
+    config = _one_class_config(tmp_path, ensemble_size=2)
+    config.score.normalize = normalize
+    summary = run(config, log=lambda *_: None)
     aucs = summary["roc_auc"]
     assert list(aucs) == ["Trouser", "Sneaker"]
-    assert all(auc > 0.75 for auc in aucs.values()), aucs
+    assert all(auc > floor for auc in aucs.values()), aucs
     assert summary["mean_roc_auc"] == pytest.approx(np.mean(list(aucs.values())))
     run_dir = tmp_path / "fashion_mnist_one_class_dense" / "t"
     assert json.loads((run_dir / "auc.json").read_text())["mean"] == pytest.approx(summary["mean_roc_auc"])

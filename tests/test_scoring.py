@@ -43,3 +43,16 @@ def test_metrics_against_sklearn_and_hand_counts():
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(labels, scores))
     assert m["pr_auc"] == pytest.approx(skm.average_precision_score(labels, scores))
     assert 0.8 < m["roc_auc"] < 0.95
+
+
+def test_complexity_normalisation_by_hand():
+    signals = np.array([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 2.0]])  # |diff| means: 1, 2/3
+    np.testing.assert_allclose(scoring.complexity(signals), [1.0, 2 / 3])
+    image = np.array([[[0.0, 1.0], [1.0, 1.0]]])  # rows: |0-1|, |1-1| -> 0.5; columns: |1-0|, |1-1| -> 0.5
+    np.testing.assert_allclose(scoring.complexity(image), [1.0])
+    errors = np.array([[2.0, 2.0], [4.0, 1.0]])  # (members, samples)
+    np.testing.assert_allclose(scoring.normalize(errors, signals, "tv"), errors / (np.array([1.0, 2 / 3]) + 1e-6))
+    assert scoring.normalize(errors, signals, "none") is not None
+    np.testing.assert_array_equal(scoring.normalize(errors, signals, "none"), errors)
+    with pytest.raises(InputError, match="score.normalize"):
+        scoring.normalize(errors, signals, "l2")
