@@ -151,7 +151,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     member_errors, recon = {}, None
     for split, data in (("train", train), ("val", val), ("test", test)):
         r, e = trainer.predict(params, data)
-        member_errors[split] = scoring.normalize(e, np.asarray(data["x"]), config.score.normalize)
+        member_errors[split] = scoring.normalize(e, data["x"], config.score.normalize)
         if split == "test":
             recon = np.asarray(r)
     errors, spread = {}, {}

@@ -222,8 +222,7 @@ def detect(x, recon, mask, ivar, detector: dict) -> Regions:
     params = dict(detector)
     noise_units = params.pop("noise_units", False)
     detrend_width, noise_width = params.pop("detrend_width", 0), params.pop("noise_width", 0)
-    if detrend_width or (noise_width and noise_units):
-        recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0)
+    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0)
     return detect_regions(x, recon, mask, ivar=ivar if noise_units else None, **params)
 
 

@@ -15,7 +15,7 @@ The rule (seed parameters: ``window_size=50``, ``percentile_threshold=95``,
    (a) the mean absolute residual exceeds the absolute threshold **and** the mean relative residual
    exceeds the relative threshold, or (b) the dynamic range (max - min over usable pixels) of the
    reconstruction and of the original differ by more than ``range_mismatch_factor`` either way
-   (``None`` disables the range test).
+   (``None`` or 0 disables the range test).
 4. Consecutive flagged windows merge into one region ``[start, end)`` in pixels (and wavelength of
    the first and last pixel). The spectrum's score is the fraction of its usable windows that are
    flagged; it is flagged when the score exceeds ``overall_anomaly_threshold``.
@@ -95,73 +95,6 @@ def _check(original, recon, mask, ivar, window_size, scope):
         raise InputError(f"regions: window_size must be >= 1, got {window_size}")
     if scope not in SCOPES:
         raise InputError(f"regions: unknown threshold_scope {scope!r}; choose one of {SCOPES}")
-
-
-BIG = np.float32(3.0e38)  # stands in for infinity so masked pixels drop out of max/min/partition
-
-
-def _lerp(a, b, t):
-    """numpy.percentile's linear interpolation, term for term, so both implementations agree."""
-    with np.errstate(invalid="ignore"):
-        diff = b - a
-        return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
-
-
-def row_percentile(values: np.ndarray, good: np.ndarray, q: float, penalty: np.ndarray | None = None) -> np.ndarray:
-    """``np.percentile(values[i][good[i]], q)`` for every row at once (NaN for an empty row), in numpy.
-
-    Exact, without a full selection over every row: unusable entries are pushed below every
-    usable one (``penalty``); a partition of every 8th value gives each row a safe lower bound
-    for the wanted order statistic; the (few) values above it are packed into a short array and
-    sorted, and the wanted ranks are read off. Rows where the bound was not safe (or short rows)
-    take an exact partition of the whole row.
-    """
-    n, length = values.shape
-    count = good.sum(1)
-    if penalty is None:  # callers that pass a penalty guarantee 0 at unusable entries
-        penalty = np.where(good, 0, -BIG).astype(np.float32)
-        values = np.where(good, values, 0).astype(np.float32)
-    v = values + penalty
-    h = (np.maximum(count, 1) - 1) * (q / 100.0)
-    k = np.floor(h).astype(np.int64)
-    lo_rank = np.minimum(length - count + k, length - 1)
-    hi_rank = np.minimum(lo_rank + 1, length - 1)
-    a = np.empty(n, np.float64)
-    b = np.empty(n, np.float64)
-    exact = np.ones(n, bool)
-    step = 8
-    if length >= 64 * step and n:
-        sub = v[:, ::step]
-        frac = lo_rank / length
-        margin = 4 * np.sqrt(sub.shape[1] * frac * (1 - frac)) + 2
-        kk = int(np.clip(np.floor(frac * sub.shape[1] - margin), 0, sub.shape[1] - 1).min())
-        bound = np.partition(sub, kk, axis=1)[:, kk]
-        cand = v >= bound[:, None]
-        n_cand = cand.sum(1)
-        # rows whose bound fell below most of the row (nearly all masked, or heavy ties) go exact
-        fast = (n_cand <= length // 3) & (lo_rank >= length - n_cand)
-        if fast.any():
-            cand[~fast] = False
-            n_cand = np.where(fast, n_cand, 0)
-            vals = v[cand]
-            width = int(n_cand.max())
-            offsets = np.cumsum(n_cand) - n_cand
-            row_of = np.repeat(np.arange(n), n_cand)
-            dense = np.full((n, width), -np.inf, np.float32)
-            dense[row_of, np.arange(vals.size) - offsets[row_of]] = vals
-            dense.sort(axis=1)
-            rows = np.flatnonzero(fast)
-            shift = width - length
-            a[rows] = dense[rows, lo_rank[rows] + shift]
-            b[rows] = dense[rows, hi_rank[rows] + shift]
-            exact = ~fast
-    rows = np.flatnonzero(exact)
-    if rows.size:
-        kmin = int(lo_rank[rows].min())
-        top = np.sort(np.partition(v[rows], kmin, axis=1)[:, kmin:], axis=1)
-        a[rows] = top[np.arange(rows.size), lo_rank[rows] - kmin]
-        b[rows] = top[np.arange(rows.size), hi_rank[rows] - kmin]
-    return np.where(count > 0, _lerp(a, b, h - k), np.nan)
 
 
 def _global_thresholds(original, recon, mask, ivar, q, chunk_size):
@@ -497,10 +430,15 @@ def _compiled():
     return _COMPILED
 
 
+def _range_factor(value) -> float | None:
+    """The range-mismatch factor, or None when the range test is off (None, 0 or not finite)."""
+    return float(value) if value and np.isfinite(value) else None
+
+
 def _params(window_size, percentile_threshold, range_mismatch_factor, overall_anomaly_threshold, scope,
             abs_threshold, rel_threshold, ivar):
     return {"window_size": int(window_size), "percentile_threshold": float(percentile_threshold),
-            "range_mismatch_factor": None if range_mismatch_factor is None else float(range_mismatch_factor),
+            "range_mismatch_factor": _range_factor(range_mismatch_factor),
             "overall_anomaly_threshold": float(overall_anomaly_threshold), "threshold_scope": scope,
             "abs_threshold": abs_threshold, "rel_threshold": rel_threshold, "noise_units": ivar is not None}
 
@@ -522,7 +460,7 @@ def detect_regions(original, recon, mask=None, axis=None, *, ivar=None, window_s
     window_size = int(window_size)
     n_windows = -(-length // window_size)
     chunk_size = max(1, int(chunk_size))
-    factor = None if range_mismatch_factor is None or not np.isfinite(range_mismatch_factor) else float(range_mismatch_factor)
+    factor = _range_factor(range_mismatch_factor)
     compiled = _compiled()
 
     abs_thr_all = np.full(n, np.nan)
@@ -572,7 +510,7 @@ def detect_regions_loop(original, recon, mask=None, axis=None, *, ivar=None, win
     _check(original, recon, mask, ivar, window_size, threshold_scope)
     n, length = np.shape(original)
     n_windows = -(-length // window_size)
-    factor = None if range_mismatch_factor is None or not np.isfinite(range_mismatch_factor) else float(range_mismatch_factor)
+    factor = _range_factor(range_mismatch_factor)
 
     def residuals(i):
         o = np.asarray(original[i], np.float32)

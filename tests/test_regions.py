@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from research.errors import InputError
-from research.regions import detect_regions, detect_regions_loop, row_percentile
+from research.regions import detect_regions, detect_regions_loop
 
 L, W = 500, 50  # 10 windows
 
@@ -37,8 +37,10 @@ def test_range_mismatch_alone_flags_a_window(detect):
     recon[0, 250:300] = 1.0  # reconstruction loses the wiggle: its range is 0, the original's 0.02
     res = detect(original, recon, None, window_size=W, range_mismatch_factor=1.5)
     assert res.window_flags[0].tolist() == [w == 5 for w in range(10)]
-    off = detect(original, recon, None, window_size=W, range_mismatch_factor=None)
-    assert not off.window_flags.any()  # the residuals alone (0.01 = the threshold) are not enough
+    for disabled in (None, 0, float("inf")):
+        off = detect(original, recon, None, window_size=W, range_mismatch_factor=disabled)
+        assert not off.window_flags.any()  # the residuals alone (0.01 = the threshold) are not enough
+        assert off.params["range_mismatch_factor"] is None
 
 
 @pytest.mark.parametrize("detect", [detect_regions, detect_regions_loop])
@@ -86,24 +88,6 @@ def test_noise_units_and_explicit_and_global_thresholds(detect):
                    range_mismatch_factor=None)
     means = np.abs(original - recon).reshape(2, 10, W).mean(2)
     assert np.array_equal(fixed.window_flags, means > 0.5)
-
-
-@pytest.mark.parametrize("length", [333, 4000])  # short rows: full partition; long: bound + short sort
-def test_row_percentile_equals_numpy_for_ragged_masks(length):
-    rng = np.random.default_rng(0)
-    values = rng.exponential(size=(60, length)).astype(np.float32)
-    values[2] = 1.0  # all ties
-    values[3, : length // 2] = 0.0
-    values[4] = np.sort(values[4])  # the bound from every 8th value is at its tightest
-    good = rng.random((60, length)) > rng.uniform(0, 0.9, (60, 1))
-    good[0] = False
-    good[1] = False
-    good[1, 7] = True
-    good[5, : length - 3] = False  # almost fully masked: the bound is below the wanted rank
-    for q in (5, 50, 95, 99.5, 100):
-        got = row_percentile(values, good, q)
-        want = [np.percentile(v[g].astype(np.float64), q) if g.any() else np.nan for v, g in zip(values, good)]
-        assert np.array_equal(got, want, equal_nan=True)
 
 
 @pytest.mark.parametrize("params", [

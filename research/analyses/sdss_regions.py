@@ -42,13 +42,10 @@ def run(ctx) -> dict:
     mask = ds.test.get("mask")
     ivar = ds.test.get("ivar") if cfg.get("noise_units") else None
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
-    if detrend_width or (noise_width and ivar is not None):
-        # baseline-corrected reconstruction (smooth misfit removed) and local noise scale; the
-        # figures show this reconstruction, the one the detector compares with
-        recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
+    # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
+    # the figures show this reconstruction, the one the detector compares with
+    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
     params = {k: cfg[k] for k in DETECTOR_KEYS if cfg.get(k) is not None}
-    if "range_mismatch_factor" in cfg and not cfg["range_mismatch_factor"]:
-        params["range_mismatch_factor"] = None  # 0 or None: no range test
     regions = detect_regions(x, recon, mask, ds.axis, ivar=ivar, **params)
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
