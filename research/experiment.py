@@ -77,6 +77,7 @@ def _fmt(metrics: dict) -> str:
 def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dict:
     """Runs one experiment; returns the summary that is also written to ``metrics.json``."""
     config = resolve(config)
+    scoring.check_normalizer(config.score.normalize)
     t_start = time.time()
     lead = jax.process_index() == 0
     ds, scaler = prepare_data(config)

@@ -69,6 +69,7 @@ def auc_table(per_class: dict[str, float], mean: float, spread: dict[str, float]
 def run(config, log=print) -> dict:
     """Trains all one-class models, scores the test set and writes the run directory."""
     config = resolve(config)
+    scoring.check_normalizer(config.score.normalize)
     t_start = time.time()
     dc, tc = config.data, config.train
     classes = tuple(int(c) for c in dc.get("classes", range(len(CLASS_NAMES))))

@@ -24,6 +24,12 @@ def complexity(x: np.ndarray) -> np.ndarray:
     return sum(np.abs(np.diff(x, axis=a)).reshape(len(x), -1).mean(1) for a in range(1, x.ndim) if x.shape[a] > 1)
 
 
+def check_normalizer(method: str) -> None:
+    """Fails before any training when ``score.normalize`` names no normaliser."""
+    if method not in NORMALIZERS:
+        raise InputError(f"config key score.normalize: unknown method {method!r}; choose one of {NORMALIZERS}")
+
+
 def normalize(member_errors: np.ndarray, x: np.ndarray, method: str = "none") -> np.ndarray:
     """Reconstruction errors ``(K, N)`` of the samples ``x``, divided by each sample's complexity.
 
@@ -33,9 +39,8 @@ def normalize(member_errors: np.ndarray, x: np.ndarray, method: str = "none") ->
     """
     if method == "none":
         return np.asarray(member_errors)
-    if method == "tv":
-        return np.asarray(member_errors) / (complexity(x) + 1e-6)
-    raise InputError(f"config key score.normalize: unknown method {method!r}; choose one of {NORMALIZERS}")
+    check_normalizer(method)
+    return np.asarray(member_errors) / (complexity(x) + 1e-6)
 
 
 def threshold(errors: np.ndarray, method: str, k: float = 2.0, percentile: float = 95.0) -> float:

@@ -106,6 +106,8 @@ class Trainer:
         if self.batch_size % n_dev:
             raise InputError(f"config key train.batch_size: {self.batch_size} is not divisible by the "
                              f"{n_dev} devices of the data mesh")
+        if self.max_shift < 0:
+            raise InputError(f"config key train.max_shift: must be >= 0, got {self.max_shift}")
         if self.loss_kind not in losses.KINDS:
             raise InputError(f"config key train.loss: unknown loss {self.loss_kind!r}; choose one of {losses.KINDS}")
         d = 0 if self.member_data else None

@@ -55,6 +55,16 @@ def test_unknown_config_key(tmp_path):
                            "--config.train.epoch", "unknown config key 'epoch'", "epochs")
 
 
+@pytest.mark.parametrize("override, fragments", [
+    ("--config.score.normalize=l2", ("config key score.normalize", "unknown method 'l2'")),
+    ("--config.train.max_shift=-3", ("config key train.max_shift", "must be >= 0")),
+])
+def test_bad_config_values_are_one_line_errors(tmp_path, override, fragments):
+    proc = run_cli(["--config=" + DENSE, override, f"--config.run.root={tmp_path}"])
+    _assert_one_line_error(proc, *fragments)
+    assert "roc_auc" not in proc.stdout  # stopped before training and scoring
+
+
 def test_missing_config_file():
     _assert_one_line_error(run_cli(["--config=experiments/nope.py"]), "experiments/nope.py", "not found")
 
