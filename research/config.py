@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ensemble_size = 1
     c.train.input_noise = 0.0
     c.train.max_shift = 0  # augmentation: roll each 1-D training sample by up to this many positions
+    c.train.mixup = 0.0  # augmentation: alpha of Beta(alpha, alpha) mixing pairs of training samples; 0 = off
     c.train.eval_batch_size = 1024
     c.train.checkpoint_every = 10  # epochs; 0 = only at the end
     c.train.use_best = True  # score with the best-validation parameters

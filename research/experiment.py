@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from research import checkpoints, plots, scoring
-from research.analyses import RunContext, run_analyses
+from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
 from research.data import Dataset, limit_rows, load_dataset
 from research.data.scaling import Scaler
@@ -22,7 +22,7 @@ from research.metrics import classification_metrics
 from research.models import build_model
 from research.progress import Progress
 from research.rundir import RunDir, git_info
-from research.training import Trainer, fit, make_mesh, make_optimizer
+from research.training import Trainer, fit
 
 
 def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
@@ -78,6 +78,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     """Runs one experiment; returns the summary that is also written to ``metrics.json``."""
     config = resolve(config)
     scoring.check_normalizer(config.score.normalize)
+    scoring.check_threshold(config.threshold)
+    check_analyses(config)
     t_start = time.time()
     lead = jax.process_index() == 0
     ds, scaler = prepare_data(config)
@@ -92,9 +94,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     if steps == 0:
         raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
                          f"{len(ds.train['x'])} training rows")
-    trainer = Trainer(model, make_optimizer(tc, steps), batch_size=tc.batch_size, loss_kind=tc.loss,
-                      input_noise=tc.input_noise, max_shift=tc.max_shift, eval_batch_size=tc.eval_batch_size,
-                      mesh=make_mesh())
+    trainer = Trainer.from_config(model, tc, steps)
     seeds = [config.seed + i for i in range(tc.ensemble_size)]
     rundir.write_json("run.json", {
         "seeds": seeds, "git": git_info(), "argv": sys.argv, "python": platform.python_version(),
@@ -160,8 +160,6 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
         errors[split], spread[split] = scoring.ensemble_scores(e)
 
     th = config.threshold
-    if th.fit_on not in errors:
-        raise InputError(f"config key threshold.fit_on: {th.fit_on!r} is not one of {sorted(errors)}")
     thr = scoring.threshold(errors[th.fit_on], th.method, th.k, th.percentile)
     flags = scoring.flag(errors["test"], thr)
     labels = ds.test_labels

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from research.errors import InputError
-from research.regions import Regions, detect_regions
+from research.regions import Regions, detect as detect_with
 from research.residuals import preprocess
 
 KINDS = ("emission", "absorption", "dropout")
@@ -214,16 +214,19 @@ def evaluate(x: np.ndarray, ivar: np.ndarray, mask: np.ndarray, reconstruct: Cal
     return score_trials(trials, x, ivar, mask, np.asarray(reconstruct(x)), detector, kinds)
 
 
-def detect(x, recon, mask, ivar, detector: dict) -> Regions:
-    """``detect_regions`` with a detector dict; ``noise_units=True`` passes ``ivar`` (sigma units).
+def detect(x, recon, mask, ivar, detector: dict, axis=None) -> Regions:
+    """The region detector a dict describes: ``method='window'`` (default) is ``detect_regions``, where
+    ``noise_units=True`` passes ``ivar`` (sigma units); ``method='matched_filter'`` is
+    :func:`research.matched_filter.detect_significant_regions` (always in sigma units).
 
     ``detrend_width`` / ``noise_width`` (0 or absent = off) preprocess the residual first
     (:func:`research.residuals.preprocess`: remove its smooth part; local robust noise scale)."""
     params = dict(detector)
-    noise_units = params.pop("noise_units", False)
+    method = params.pop("method", "window")
+    noise_units = params.pop("noise_units", False) or method == "matched_filter"
     detrend_width, noise_width = params.pop("detrend_width", 0), params.pop("noise_width", 0)
     recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0)
-    return detect_regions(x, recon, mask, ivar=ivar if noise_units else None, **params)
+    return detect_with(x, recon, mask, axis, method=method, ivar=ivar if noise_units else None, **params)
 
 
 def markdown_table(rows: Sequence[dict], kinds: Sequence[str] = ("all",) + KINDS) -> str:

@@ -30,7 +30,7 @@ from research.models import build_model
 from research.progress import Progress
 from research.rundir import RunDir, git_info
 from research.train import parse_flags
-from research.training import Trainer, fit, make_mesh, make_optimizer
+from research.training import Trainer, fit
 
 
 def class_splits(images, labels, classes, limit: int, val_fraction: float, val_rows: int, seed: int):
@@ -105,10 +105,7 @@ def run(config, log=print) -> dict:
     if steps == 0:
         raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
                          f"{train.shape[1]} training images per class")
-    tx = make_optimizer(tc, steps)
-    common = dict(batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise, max_shift=tc.max_shift,
-                  eval_batch_size=tc.eval_batch_size, mesh=make_mesh())
-    trainer = Trainer(model, tx, member_data=True, **common)
+    trainer = Trainer.from_config(model, tc, steps, member_data=True)
     train_d = trainer.put({"x": train[member_class]})
     val_d = trainer.put({"x": val[member_class]})
     state = trainer.init(seeds, train.shape[2:])
@@ -139,7 +136,7 @@ def run(config, log=print) -> dict:
     del train_d, val_d
 
     # Every member scores the same test set: a shared-data program that keeps only the errors.
-    scorer = Trainer(model, tx, **common)
+    scorer = Trainer.from_config(model, tc, steps)
     test_d = scorer.put({"x": test_x})
     params = state.best_params if tc.use_best else state.params
     score_all = jax.jit(jax.vmap(lambda p, d: scorer.predict_single(p, d)[1], in_axes=(0, None)))

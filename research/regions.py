@@ -77,6 +77,9 @@ class Regions:
             if finite.size and np.all(finite == finite[0]):
                 return float(finite[0])
             return [None if not np.isfinite(v) else float(v) for v in a]
+        if self.params.get("method") == "matched_filter":
+            keys = ("scales", "local_scale_block", "min_coverage", "merge_gap", "overall_anomaly_threshold")
+            return {"significance": self.params["significance"], **{k: self.params[k] for k in keys}}
         return {"abs_residual_threshold": compact(self.abs_threshold),
                 "rel_residual_threshold": compact(self.rel_threshold),
                 "range_mismatch_factor": self.params["range_mismatch_factor"],
@@ -588,3 +591,18 @@ def detect_regions_loop(original, recon, mask=None, axis=None, *, ivar=None, win
                    scores > overall_anomaly_threshold, abs_thr_all, rel_thr_all, window_flags,
                    _params(window_size, percentile_threshold, range_mismatch_factor, overall_anomaly_threshold,
                            threshold_scope, abs_threshold, rel_threshold, ivar))
+
+
+METHODS = ("window", "matched_filter")
+
+
+def detect(original, recon, mask=None, axis=None, *, method: str = "window", ivar=None, **params) -> Regions:
+    """The region detector named by ``method``: ``'window'`` is :func:`detect_regions` (the seed rule;
+    ``ivar`` puts absolute residuals in sigma), ``'matched_filter'`` is
+    :func:`research.matched_filter.detect_significant_regions` (needs ``ivar``)."""
+    if method == "window":
+        return detect_regions(original, recon, mask, axis, ivar=ivar, **params)
+    if method == "matched_filter":
+        from research.matched_filter import detect_significant_regions  # imports this module
+        return detect_significant_regions(original, recon, mask, axis, ivar=ivar, **params)
+    raise InputError(f"config key regions.method: unknown method {method!r}; choose one of {METHODS}")

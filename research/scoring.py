@@ -8,6 +8,7 @@ from research.errors import InputError
 
 METHODS = ("mean_std", "percentile", "median_mad")
 NORMALIZERS = ("none", "tv")
+SPLITS = ("train", "val", "test")  # the splits a threshold can be fitted on
 MAD_TO_SIGMA = 1.4826  # MAD of a Gaussian times this is its standard deviation
 
 
@@ -28,6 +29,16 @@ def check_normalizer(method: str) -> None:
     """Fails before any training when ``score.normalize`` names no normaliser."""
     if method not in NORMALIZERS:
         raise InputError(f"config key score.normalize: unknown method {method!r}; choose one of {NORMALIZERS}")
+
+
+def check_threshold(cfg) -> None:
+    """Fails before any training when the ``threshold`` block could not be applied after it."""
+    if cfg.method not in METHODS:
+        raise InputError(f"config key threshold.method: unknown method {cfg.method!r}; choose one of {METHODS}")
+    if cfg.fit_on not in SPLITS:
+        raise InputError(f"config key threshold.fit_on: {cfg.fit_on!r} is not one of {SPLITS}")
+    if cfg.method == "percentile" and not 0 <= cfg.percentile <= 100:
+        raise InputError(f"config key threshold.percentile: must be in [0, 100], got {cfg.percentile}")
 
 
 def normalize(member_errors: np.ndarray, x: np.ndarray, method: str = "none") -> np.ndarray:

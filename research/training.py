@@ -95,6 +95,7 @@ class Trainer:
     loss_kind: str = "mse"
     input_noise: float = 0.0
     max_shift: int = 0
+    mixup: float = 0.0
     eval_batch_size: int = 1024
     mesh: Mesh | None = None
     member_data: bool = False
@@ -108,6 +109,8 @@ class Trainer:
                              f"{n_dev} devices of the data mesh")
         if self.max_shift < 0:
             raise InputError(f"config key train.max_shift: must be >= 0, got {self.max_shift}")
+        if not (self.mixup >= 0 and np.isfinite(self.mixup)):
+            raise InputError(f"config key train.mixup: must be a finite number >= 0 (0 = off), got {self.mixup}")
         if self.loss_kind not in losses.KINDS:
             raise InputError(f"config key train.loss: unknown loss {self.loss_kind!r}; choose one of {losses.KINDS}")
         d = 0 if self.member_data else None
@@ -116,6 +119,14 @@ class Trainer:
             jax.vmap(self.epoch_single, in_axes=(0, d, d)), donate_argnums=0, out_shardings=repl))
         object.__setattr__(self, "_predict", jax.jit(
             jax.vmap(self.predict_single, in_axes=(0, d)), out_shardings=repl))
+
+    @classmethod
+    def from_config(cls, model: nn.Module, train_cfg, steps_per_epoch: int, **kwargs) -> "Trainer":
+        """A trainer with the optimiser, loss and augmentations of a ``config.train`` block."""
+        tc = train_cfg
+        return cls(model, make_optimizer(tc, steps_per_epoch), batch_size=tc.batch_size, loss_kind=tc.loss,
+                   input_noise=tc.input_noise, max_shift=tc.max_shift, mixup=float(tc.get("mixup", 0.0)),
+                   eval_batch_size=tc.eval_batch_size, **{"mesh": make_mesh(), **kwargs})
 
     # ---- placement -------------------------------------------------------------------------
     @property
@@ -156,6 +167,8 @@ class Trainer:
         """One optimiser step: pure function of (state, batch, rng) -> (state, metrics)."""
         if self.max_shift:
             batch = self._shifted(batch, jax.random.fold_in(rng, 1))
+        if self.mixup:
+            batch = self._mixed(batch, jax.random.fold_in(rng, 2))
         x = batch["x"]
         inputs = x
         if self.input_noise:
@@ -177,6 +190,27 @@ class Trainer:
         shifts = jax.random.randint(rng, (batch["x"].shape[0],), -self.max_shift, self.max_shift + 1)
         roll = jax.vmap(lambda a, k: jnp.roll(a, k, axis=0))
         return {k: roll(v, shifts) for k, v in batch.items()}
+
+    def _mixed(self, batch: Data, rng) -> Data:
+        """Mixup: each sample becomes ``lam * x + (1 - lam) * x[perm]`` with ``lam ~ Beta(mixup, mixup)``
+        and ``perm`` a shuffle of the batch. For spectra the mix is a composite of two galaxies' light,
+        still a plausible galaxy, so few training spectra span more of the normal class. A pixel is
+        usable when it is in both; weights (inverse variances) combine as ``1 / (lam^2/w + (1-lam)^2/w')``."""
+        perm_key, lam_key = jax.random.split(rng)
+        x = batch["x"]
+        perm = jax.random.permutation(perm_key, x.shape[0])
+        lam = jax.random.beta(lam_key, self.mixup, self.mixup, (x.shape[0],)).astype(x.dtype)
+        lam = lam.reshape((-1,) + (1,) * (x.ndim - 1))
+        out = {"x": lam * x + (1 - lam) * x[perm]}
+        if "mask" in batch:
+            m = batch["mask"]
+            out["mask"] = ((m != 0) & (m[perm] != 0)).astype(m.dtype)
+        if "weights" in batch:
+            w, w2 = batch["weights"], batch["weights"][perm]
+            both = (w > 0) & (w2 > 0)
+            var = lam ** 2 / jnp.where(both, w, 1) + (1 - lam) ** 2 / jnp.where(both, w2, 1)
+            out["weights"] = jnp.where(both, 1 / var, 0).astype(w.dtype)
+        return {**batch, **out}
 
     def epoch_single(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
         """One epoch over shuffled batches (a ``lax.scan``), then validation and best-tracking."""

@@ -4,6 +4,7 @@ import os
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -24,6 +25,23 @@ def data_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def ecg_dir(data_dir) -> pathlib.Path:
     return data_dir / "ecg5000"
+
+
+@pytest.fixture(scope="session")
+def sdss_galaxies(data_dir):
+    """Three real galaxy spectra on one grid, median-normalised: ``(flux, ivar, mask)``."""
+    from data_prep import sdss
+
+    names = ["spec-0266-51602-0001.fits", "spec-0266-51630-0623.fits", "spSpec-51630-0266-637.fit"]
+    files = [data_dir / "sdss" / n for n in names]
+    if not all(f.is_file() for f in files):
+        pytest.skip("SDSS files not found")
+    grid = sdss.make_grid(3.59, 3.95)
+    rows = [sdss.resample(sdss.read_spectrum(f), grid) for f in files]
+    norm = [np.median(f[m]) for f, _, m in rows]
+    x = np.stack([f / n for (f, _, _), n in zip(rows, norm)]).astype(np.float32)
+    ivar = np.stack([iv * n * n for (_, iv, _), n in zip(rows, norm)]).astype(np.float32)
+    return x, ivar, np.stack([m for *_, m in rows])
 
 
 def run_cli(args, cwd=REPO, env=None, timeout=300):

@@ -55,23 +55,8 @@ def test_score_counts_matches_false_regions_and_iou():
     assert got["precision_new"] == pytest.approx(3 / 4) and got["precision"] == pytest.approx(3 / 5)
 
 
-def _real_galaxies(data_dir):
-    from data_prep import sdss
-
-    names = ["spec-0266-51602-0001.fits", "spec-0266-51630-0623.fits", "spSpec-51630-0266-637.fit"]
-    files = [data_dir / "sdss" / n for n in names]
-    if not all(f.is_file() for f in files):
-        pytest.skip("SDSS files not found")
-    grid = sdss.make_grid(3.59, 3.95)
-    rows = [sdss.resample(sdss.read_spectrum(f), grid) for f in files]
-    norm = [np.median(f[m]) for f, _, m in rows]
-    x = np.stack([f / n for (f, _, _), n in zip(rows, norm)]).astype(np.float32)
-    ivar = np.stack([iv * n * n for (_, iv, _), n in zip(rows, norm)]).astype(np.float32)
-    return x, ivar, np.stack([m for *_, m in rows])
-
-
-def test_small_injection_evaluation_on_real_spectra(data_dir):
-    x, ivar, mask = _real_galaxies(data_dir)
+def test_small_injection_evaluation_on_real_spectra(sdss_galaxies):
+    x, ivar, mask = sdss_galaxies
     rng = np.random.default_rng(5)
     sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
     # a model that knows the normal spectrum and nothing else: the clean flux with fresh noise,

@@ -158,7 +158,9 @@ TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_thresho
 @pytest.mark.parametrize("overrides, detector", [
     ([], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
     (TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
-], ids=["seed", "tuned"])
+    (["--config.regions.method=matched_filter", "--config.regions.detrend_width=201"],
+     {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
+], ids=["seed", "tuned", "matched_filter"])
 def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, overrides, detector):
     import json
 

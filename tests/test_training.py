@@ -94,3 +94,46 @@ def test_shift_augmentation_rolls_each_sample_with_its_mask_and_weights(ecg_norm
     history = []
     fit(trainer, trainer.init([0], x.shape[1:]), data, data, 40, on_epoch=lambda s, m: history.append(m["val_loss"][0]))
     assert history[-1] < 0.7 * history[0]
+
+
+def test_mixup_mixes_pairs_of_samples_with_their_masks_and_weights(ecg_normals):
+    rng = np.random.default_rng(0)
+    x = np.asarray(ecg_normals["x"][:32], np.float32)
+    mask = rng.random(x.shape) > 0.1
+    weights = rng.uniform(0.5, 2.0, x.shape).astype(np.float32)
+    weights[:, :5] = 0.0  # zero weight stays zero in any mix
+    model = build_model({"name": "conv1d", "features": (8, 16), "latent_dim": 8})
+    trainer = Trainer(model, make_optimizer(ml_collections.ConfigDict({"epochs": 40, "learning_rate": 3e-3, "schedule": "cosine"}), 2),
+                      batch_size=32, mixup=0.4)
+    out = {k: np.asarray(v) for k, v in jax.jit(trainer._mixed)({"x": x, "mask": mask, "weights": weights},
+                                                                jax.random.key(0)).items()}
+    lams = []
+    for i in range(len(x)):
+        # out_i = lam x_i + (1 - lam) x_j for one partner j (j = i: the sample itself)
+        fits = []
+        for j in range(len(x)):
+            d = x[i].astype(np.float64) - x[j]
+            lam = 1.0 if j == i else float(np.dot(out["x"][i] - x[j], d) / np.dot(d, d))
+            fits.append((np.abs(lam * d + x[j] - out["x"][i]).max(), lam, j))
+        err, lam, j = min(fits)
+        assert err < 1e-4 and -1e-6 <= lam <= 1 + 1e-6
+        if lam > 1 - 1e-3:  # x_i almost unmixed: the partner is whichever sample's mask was combined
+            j = next(k for k in range(len(x)) if np.array_equal(out["mask"][i], mask[i] & mask[k]))
+            ratio = out["weights"][i, 5:] / weights[i, 5:]
+            assert (j == i or np.allclose(ratio, 1, rtol=1e-2)) and np.all(out["weights"][i, :5] == 0)
+            lams.append(1.0)
+            continue
+        np.testing.assert_array_equal(out["mask"][i], mask[i] & mask[j])
+        if j != i:
+            expect = 1 / (lam ** 2 / weights[i, 5:] + (1 - lam) ** 2 / weights[j, 5:])
+            np.testing.assert_allclose(out["weights"][i, 5:], expect, rtol=1e-4)
+        else:  # mixed with itself (lam unknown): weights grow by 1 / (lam^2 + (1 - lam)^2), one factor in [1, 2]
+            ratio = out["weights"][i, 5:] / weights[i, 5:]
+            assert 1 - 1e-5 <= ratio.min() and ratio.max() <= 2 + 1e-5 and np.ptp(ratio) < 1e-4
+        assert np.all(out["weights"][i, :5] == 0)
+        lams.append(lam if j != i else 1.0)
+    assert sum(0.05 < v < 0.95 for v in lams) >= 5  # real mixes, not copies
+    data = trainer.put({"x": x})
+    history = []
+    fit(trainer, trainer.init([0], x.shape[1:]), data, data, 40, on_epoch=lambda s, m: history.append(m["val_loss"][0]))
+    assert history[-1] < 0.7 * history[0]

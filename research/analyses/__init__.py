@@ -39,11 +39,24 @@ class RunContext:
     scaler: Any = None
 
 
+def _module(name: str):
+    if name not in ANALYSES:
+        raise InputError(f"config key analyses: unknown analysis {name!r}; choose from {sorted(ANALYSES)}")
+    module, func = ANALYSES[name].split(":")
+    return importlib.import_module(module), func
+
+
+def check_analyses(config) -> None:
+    """Fails before training on an unknown analysis or on settings its ``check(config)`` rejects."""
+    for name in config.get("analyses") or ():
+        module, _ = _module(name)
+        if hasattr(module, "check"):
+            module.check(config)
+
+
 def run_analyses(names, ctx: RunContext) -> dict:
     results = {}
     for name in names:
-        if name not in ANALYSES:
-            raise InputError(f"config key analyses: unknown analysis {name!r}; choose from {sorted(ANALYSES)}")
-        module, func = ANALYSES[name].split(":")
-        results[name] = getattr(importlib.import_module(module), func)(ctx) or {}
+        module, func = _module(name)
+        results[name] = getattr(module, func)(ctx) or {}
     return results

@@ -1,6 +1,7 @@
 """Anomalous wavelength regions of the test spectra: detection, per-spectrum figures, metadata JSON.
 
-Options in ``config.regions``: detector parameters (see :mod:`research.regions`), ``noise_units``,
+Options in ``config.regions``: ``method`` ('window': the seed rule of :mod:`research.regions`;
+'matched_filter': :mod:`research.matched_filter`) and its parameters, ``noise_units``,
 ``detrend_width`` / ``noise_width`` (residual preprocessing, :mod:`research.residuals`; 0 = off),
 ``only_anomalous`` (figures only for flagged spectra), ``sample_n`` / ``seed`` (a seeded sample of
 the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jpg``).
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.regions import detect_regions
+from research.errors import InputError
+from research.regions import detect
 from research.residuals import preprocess
 from research.rundir import unique_path, write_json
 from research.spectrum_plots import find_image, plot_spectrum
 
-DETECTOR_KEYS = ("window_size", "percentile_threshold", "range_mismatch_factor", "overall_anomaly_threshold",
-                 "threshold_scope", "abs_threshold", "rel_threshold", "chunk_size")
+DETECTOR_KEYS = {"window": ("window_size", "percentile_threshold", "range_mismatch_factor", "overall_anomaly_threshold",
+                            "threshold_scope", "abs_threshold", "rel_threshold", "chunk_size"),
+                 "matched_filter": ("scales", "significance", "local_scale_block", "min_coverage",
+                                    "merge_gap", "overall_anomaly_threshold", "chunk_size")}
 
 
 def _default_image_dir():
@@ -32,6 +36,19 @@ def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) ->
     return idx
 
 
+def _number(value) -> float | None:
+    """A threshold for JSON: None where the detector has none (NaN), so the file stays standard JSON."""
+    return float(value) if np.isfinite(value) else None
+
+
+def check(config) -> str:
+    """The configured detector method; a one-line error before training when it is unknown."""
+    method = (config.get("regions") or {}).get("method") or "window"
+    if method not in DETECTOR_KEYS:
+        raise InputError(f"config key regions.method: unknown method {method!r}; choose one of {tuple(DETECTOR_KEYS)}")
+    return method
+
+
 def run(ctx) -> dict:
     cfg = dict(ctx.config.get("regions") or {})
     ds = ctx.dataset
@@ -40,13 +57,14 @@ def run(ctx) -> dict:
     if ctx.scaler is not None and getattr(ctx.scaler, "method", "none") != "none":
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
-    ivar = ds.test.get("ivar") if cfg.get("noise_units") else None
+    method = check(ctx.config)
+    ivar = ds.test.get("ivar") if cfg.get("noise_units") or method == "matched_filter" else None
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
     # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
     # the figures show this reconstruction, the one the detector compares with
     recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
-    params = {k: cfg[k] for k in DETECTOR_KEYS if cfg.get(k) is not None}
-    regions = detect_regions(x, recon, mask, ds.axis, ivar=ivar, **params)
+    params = {k: cfg[k] for k in DETECTOR_KEYS[method] if cfg.get(k) is not None}
+    regions = detect(x, recon, mask, ds.axis, method=method, ivar=ivar, **params)
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
     catalogue = ds.meta.get("catalogue", {})
@@ -57,8 +75,8 @@ def run(ctx) -> dict:
 
     def describe(i):
         d = {"index": int(i), "id": ids[i], **catalogue.get(ids[i], {}), "score": float(regions.scores[i]),
-             "flagged": bool(regions.flags[i]), "abs_threshold": float(regions.abs_threshold[i]),
-             "rel_threshold": float(regions.rel_threshold[i]), "regions": regions.regions_of(i)}
+             "flagged": bool(regions.flags[i]), "abs_threshold": _number(regions.abs_threshold[i]),
+             "rel_threshold": _number(regions.rel_threshold[i]), "regions": regions.regions_of(i)}
         if labels is not None:
             d["label"] = int(labels[i])
         return d
@@ -82,8 +100,8 @@ def run(ctx) -> dict:
         "sampled_indices": chosen.tolist(), "sampled_ids": [ids[i] for i in chosen],
         "detector": regions.params, "detrend_width": detrend_width, "noise_width": noise_width,
         "thresholds": {k: v for k, v in regions.thresholds().items() if not isinstance(v, list)},
-        "per_spectrum_thresholds": {ids[i]: {"abs": float(regions.abs_threshold[i]),
-                                             "rel": float(regions.rel_threshold[i])} for i in range(len(ids))},
+        "per_spectrum_thresholds": {ids[i]: {"abs": _number(regions.abs_threshold[i]),
+                                             "rel": _number(regions.rel_threshold[i])} for i in range(len(ids))},
         "flagged": [describe(i) for i in np.flatnonzero(regions.flags)],
         "figures": figures,
     }
