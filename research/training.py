@@ -13,7 +13,6 @@ the gradient all-reduce: the same code runs on one CPU, N GPUs or N processes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
