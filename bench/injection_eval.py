@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         copied[kind] = float(np.median(frac))
     print(f"seed parameters scored ({time.time() - t0:.0f} s)", flush=True)
 
-    def tune(tune_trials, clean, key="precision"):
+    def tune(tune_trials, clean):
         """Every grid setting ranked by :func:`select` on the tuning injections (both precisions: a dict)."""
         scored = [(injection.score_trials(tune_trials, x, ivar, mask, clean, det), det) for det in grid_settings()]
         return {k: sorted(((select(rows, args.tune_amplitude, k), det) for rows, det in scored),

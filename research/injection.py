@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from research.errors import InputError
-from research.regions import Regions, detect as detect_with
+from research.regions import Regions, detect as detect_with, uses_ivar
 from research.residuals import preprocess
 
 KINDS = ("emission", "absorption", "dropout")
@@ -223,7 +223,7 @@ def detect(x, recon, mask, ivar, detector: dict, axis=None) -> Regions:
     (:func:`research.residuals.preprocess`: remove its smooth part; local robust noise scale)."""
     params = dict(detector)
     method = params.pop("method", "window")
-    noise_units = params.pop("noise_units", False) or method == "matched_filter"
+    noise_units = uses_ivar(method, params.pop("noise_units", False))
     detrend_width, noise_width = params.pop("detrend_width", 0), params.pop("noise_width", 0)
     recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0)
     return detect_with(x, recon, mask, axis, method=method, ivar=ivar if noise_units else None, **params)

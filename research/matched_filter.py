@@ -72,13 +72,16 @@ def _block_scale(z: np.ndarray, ok: np.ndarray, block: int) -> np.ndarray:
     return out
 
 
-def _significance(chi, good, width, min_coverage, block):
-    """``(z, window_ok)`` at one scale for a chunk of rows."""
-    n, length = chi.shape
-    csum = np.zeros((n, length + 1))
-    np.cumsum(chi, axis=1, out=csum[:, 1:])
-    cgood = np.zeros((n, length + 1))
-    np.cumsum(good, axis=1, out=cgood[:, 1:])
+def _prefix_sums(a: np.ndarray) -> np.ndarray:
+    """``out[:, j] = a[:, :j].sum(1)``: any window sum is then one subtraction."""
+    out = np.zeros((a.shape[0], a.shape[1] + 1))
+    np.cumsum(a, axis=1, out=out[:, 1:])
+    return out
+
+
+def _significance(csum, cgood, good, width, min_coverage, block):
+    """``(z, window_ok)`` at one scale for a chunk of rows, from the prefix sums of chi and of usable pixels."""
+    length = good.shape[1]
     lo = np.clip(np.arange(length) - width // 2, 0, length)
     hi = np.clip(np.arange(length) - width // 2 + width, 0, length)
     used = cgood[:, hi] - cgood[:, lo]
@@ -106,8 +109,8 @@ def _runs(flags: np.ndarray):
 
 
 def detect_significant_regions(original, recon, mask=None, axis=None, *, ivar, scales=DEFAULT_SCALES,
-                               significance: float = 5.0, local_scale_block: int = 0, min_coverage: float = 0.5, merge_gap: int = 0,
-                               overall_anomaly_threshold: float = 0.3, chunk_size: int = 256) -> Regions:
+                               significance: float = 5.0, local_scale_block: int = 0, min_coverage: float = 0.5,
+                               merge_gap: int = 0, overall_anomaly_threshold: float = 0.3, chunk_size: int = 256) -> Regions:
     """Regions of significant signed residual in every spectrum (rule in the module docstring).
 
     ``original``/``recon``/``mask``/``ivar`` are ``(N, L)`` (mask True = usable) and may be
@@ -120,18 +123,21 @@ def detect_significant_regions(original, recon, mask=None, axis=None, *, ivar, s
     block = int(local_scale_block or 0)
     pixel_flags = np.zeros((n, length), bool)
     n_usable, usable_flagged = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for lo_row in range(0, n, max(1, int(chunk_size))):
-        sl = slice(lo_row, lo_row + max(1, int(chunk_size)))
+    chunk = max(1, int(chunk_size))
+    for lo_row in range(0, n, chunk):
+        sl = slice(lo_row, lo_row + chunk)
         o = np.asarray(original[sl], np.float64)
         r = np.asarray(recon[sl], np.float64)
         iv = np.asarray(ivar[sl], np.float64)
         good = np.isfinite(o) & np.isfinite(r) & np.isfinite(iv) & (iv > 0)
         if mask is not None:
             good &= np.asarray(mask[sl], bool)
-        chi = np.where(good, (np.where(good, o, 0) - np.where(good, r, 0)) * np.sqrt(np.where(good, iv, 0)), 0.0)
+        with np.errstate(invalid="ignore"):  # unusable pixels (NaN, ivar <= 0) are replaced by 0
+            chi = np.where(good, (o - r) * np.sqrt(iv), 0.0)
+        csum, cgood = _prefix_sums(chi), _prefix_sums(good)
         flags = pixel_flags[sl]
         for width in scales:
-            z, ok = _significance(chi, good, width, min_coverage, block)
+            z, ok = _significance(csum, cgood, good, width, min_coverage, block)
             flags |= ok & (np.abs(z) > significance)
         if merge_gap:
             flags[:] = _close_gaps(flags, int(merge_gap))

@@ -596,13 +596,23 @@ def detect_regions_loop(original, recon, mask=None, axis=None, *, ivar=None, win
 METHODS = ("window", "matched_filter")
 
 
+def check_method(method: str) -> str:
+    """``method`` when it names a region detector, else a one-line config error."""
+    if method not in METHODS:
+        raise InputError(f"config key regions.method: unknown method {method!r}; choose one of {METHODS}")
+    return method
+
+
+def uses_ivar(method: str, noise_units: bool) -> bool:
+    """Whether the detector reads ``ivar``: the window rule only in noise units, the matched filter always."""
+    return bool(noise_units) or check_method(method) == "matched_filter"
+
+
 def detect(original, recon, mask=None, axis=None, *, method: str = "window", ivar=None, **params) -> Regions:
     """The region detector named by ``method``: ``'window'`` is :func:`detect_regions` (the seed rule;
     ``ivar`` puts absolute residuals in sigma), ``'matched_filter'`` is
     :func:`research.matched_filter.detect_significant_regions` (needs ``ivar``)."""
-    if method == "window":
+    if check_method(method) == "window":
         return detect_regions(original, recon, mask, axis, ivar=ivar, **params)
-    if method == "matched_filter":
-        from research.matched_filter import detect_significant_regions  # imports this module
-        return detect_significant_regions(original, recon, mask, axis, ivar=ivar, **params)
-    raise InputError(f"config key regions.method: unknown method {method!r}; choose one of {METHODS}")
+    from research.matched_filter import detect_significant_regions  # imports this module
+    return detect_significant_regions(original, recon, mask, axis, ivar=ivar, **params)

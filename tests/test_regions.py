@@ -180,3 +180,14 @@ def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, overrides, detecto
     assert summary["n_flagged"] == len(meta["flagged"])
     for entry in meta["flagged"]:
         assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)
+
+
+def test_unknown_region_method_stops_before_training(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli(["--config=experiments/sdss_cnn_skip.py", "--config.regions.method=wavelet",
+                    f"--config.run.root={tmp_path}"])
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "config key regions.method" in lines[0] and "'wavelet'" in lines[0], proc.stderr
+    assert not (tmp_path / "sdss_cnn_skip").exists()  # no run directory: nothing was loaded or trained

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.errors import InputError
-from research.regions import detect
+from research.regions import check_method, detect, uses_ivar
 from research.residuals import preprocess
 from research.rundir import unique_path, write_json
 from research.spectrum_plots import find_image, plot_spectrum
@@ -43,10 +42,7 @@ def _number(value) -> float | None:
 
 def check(config) -> str:
     """The configured detector method; a one-line error before training when it is unknown."""
-    method = (config.get("regions") or {}).get("method") or "window"
-    if method not in DETECTOR_KEYS:
-        raise InputError(f"config key regions.method: unknown method {method!r}; choose one of {tuple(DETECTOR_KEYS)}")
-    return method
+    return check_method((config.get("regions") or {}).get("method") or "window")
 
 
 def run(ctx) -> dict:
@@ -58,7 +54,7 @@ def run(ctx) -> dict:
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
     method = check(ctx.config)
-    ivar = ds.test.get("ivar") if cfg.get("noise_units") or method == "matched_filter" else None
+    ivar = ds.test.get("ivar") if uses_ivar(method, cfg.get("noise_units")) else None
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
     # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
     # the figures show this reconstruction, the one the detector compares with
