@@ -22,7 +22,7 @@ from research.metrics import classification_metrics
 from research.models import build_model
 from research.progress import Progress
 from research.rundir import RunDir, git_info
-from research.training import Trainer, fit
+from research.training import Trainer, check_train_config, fit
 
 
 def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
@@ -80,6 +80,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     scoring.check_normalizer(config.score.normalize)
     scoring.check_threshold(config.threshold)
     check_analyses(config)
+    check_train_config(config.train)
     t_start = time.time()
     lead = jax.process_index() == 0
     ds, scaler = prepare_data(config)

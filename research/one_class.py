@@ -30,7 +30,7 @@ from research.models import build_model
 from research.progress import Progress
 from research.rundir import RunDir, git_info
 from research.train import parse_flags
-from research.training import Trainer, fit
+from research.training import Trainer, check_train_config, fit
 
 
 def class_splits(images, labels, classes, limit: int, val_fraction: float, val_rows: int, seed: int):
@@ -70,6 +70,7 @@ def run(config, log=print) -> dict:
     """Trains all one-class models, scores the test set and writes the run directory."""
     config = resolve(config)
     scoring.check_normalizer(config.score.normalize)
+    check_train_config(config.train)
     t_start = time.time()
     dc, tc = config.data, config.train
     classes = tuple(int(c) for c in dc.get("classes", range(len(CLASS_NAMES))))

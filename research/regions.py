@@ -42,6 +42,11 @@ EPS = 1e-8
 SCOPES = ("spectrum", "global")
 
 
+def json_number(value) -> float | None:
+    """A threshold for JSON: None where the detector has none (NaN), so files stay standard JSON."""
+    return float(value) if np.isfinite(value) else None
+
+
 @dataclasses.dataclass
 class Regions:
     """Detected regions (one row per region) and per-spectrum results."""
@@ -76,7 +81,7 @@ class Regions:
             finite = a[np.isfinite(a)]
             if finite.size and np.all(finite == finite[0]):
                 return float(finite[0])
-            return [None if not np.isfinite(v) else float(v) for v in a]
+            return [json_number(v) for v in a]
         if self.params.get("method") == "matched_filter":
             keys = ("scales", "local_scale_block", "min_coverage", "merge_gap", "overall_anomaly_threshold")
             return {"significance": self.params["significance"], **{k: self.params[k] for k in keys}}

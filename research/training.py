@@ -47,6 +47,21 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(devices.reshape(-1), ("data",))
 
 
+def check_options(loss_kind: str, max_shift: int, mixup: float) -> None:
+    """The trainer's loss and augmentation settings, as one-line config errors."""
+    if max_shift < 0:
+        raise InputError(f"config key train.max_shift: must be >= 0, got {max_shift}")
+    if not (mixup >= 0 and np.isfinite(mixup)):
+        raise InputError(f"config key train.mixup: must be a finite number >= 0 (0 = off), got {mixup}")
+    if loss_kind not in losses.KINDS:
+        raise InputError(f"config key train.loss: unknown loss {loss_kind!r}; choose one of {losses.KINDS}")
+
+
+def check_train_config(tc) -> None:
+    """:func:`check_options` on a ``config.train`` block: called before any data is read."""
+    check_options(tc.loss, int(tc.get("max_shift", 0)), float(tc.get("mixup", 0.0)))
+
+
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
     """Optimiser from ``config.train``: adam/adamw/sgd, constant/cosine/warmup_cosine schedule, clipping."""
     total = max(1, int(cfg.epochs) * steps_per_epoch)
@@ -106,12 +121,7 @@ class Trainer:
         if self.batch_size % n_dev:
             raise InputError(f"config key train.batch_size: {self.batch_size} is not divisible by the "
                              f"{n_dev} devices of the data mesh")
-        if self.max_shift < 0:
-            raise InputError(f"config key train.max_shift: must be >= 0, got {self.max_shift}")
-        if not (self.mixup >= 0 and np.isfinite(self.mixup)):
-            raise InputError(f"config key train.mixup: must be a finite number >= 0 (0 = off), got {self.mixup}")
-        if self.loss_kind not in losses.KINDS:
-            raise InputError(f"config key train.loss: unknown loss {self.loss_kind!r}; choose one of {losses.KINDS}")
+        check_options(self.loss_kind, self.max_shift, self.mixup)
         d = 0 if self.member_data else None
         repl = self.replicated
         object.__setattr__(self, "_epoch", jax.jit(

@@ -14,6 +14,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from research.paths import data_root  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """``@pytest.mark.data("ecg5000", ...)``: skip, naming the folder, when the real data is not there."""
+    for mark in item.iter_markers("data"):
+        for folder in mark.args:
+            real_folder(folder)
+
+
+def real_folder(name: str) -> pathlib.Path:
+    """``data_root() / name``, or a skip that names the missing folder."""
+    path = data_root() / name
+    if not path.is_dir():
+        pytest.skip(f"real data not found: {path} (set RESEARCH_DATA)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
     root = data_root()
@@ -24,7 +40,7 @@ def data_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def ecg_dir(data_dir) -> pathlib.Path:
-    return data_dir / "ecg5000"
+    return real_folder("ecg5000")
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, real_folder, run_cli
 from research.data.fashion_mnist import CLASS_NAMES, load, read_idx, read_split
 from research.errors import InputError
 from research.models import build_model
@@ -21,7 +20,7 @@ from research.training import Trainer, fit
 
 @pytest.fixture(scope="session")
 def fm_dir(data_dir):
-    return data_dir / "fashion_mnist"
+    return real_folder("fashion_mnist")
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +164,7 @@ def _one_class_config(tmp_path, **train):
 
 
 @pytest.mark.slow
+@pytest.mark.data("fashion_mnist")
 @pytest.mark.parametrize("normalize, floor", [("none", 0.75), ("tv", 0.65)])
 def test_one_class_benchmark_small_subset(tmp_path, normalize, floor):
     # 3 epochs on 512 images: well above chance either way; the complexity correction pays off
@@ -201,6 +201,7 @@ def test_one_class_cli_rejects_bad_class(tmp_path):
 # ---- the seed experiment, end to end ------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.data("fashion_mnist")
 def test_seed_experiment_smoke_run(tmp_path):
     out = run_cli(["--config=experiments/fashion_mnist_dense.py", "--config.smoke=True",
                    f"--config.run.root={tmp_path}", "--config.run.name=smoke"])

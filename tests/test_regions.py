@@ -155,6 +155,7 @@ TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_thresho
 
 
 @pytest.mark.slow
+@pytest.mark.data("sdss")
 @pytest.mark.parametrize("overrides, detector", [
     ([], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
     (TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),

@@ -150,6 +150,7 @@ def single_run(cluster, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.data("ecg5000")
 def test_single_gpu_job_writes_a_complete_run(single_run):
     job, state, out = single_run
     assert state == "COMPLETED", out
@@ -164,6 +165,7 @@ def test_single_gpu_job_writes_a_complete_run(single_run):
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.data("ecg5000")
 def test_two_task_srun_job_trains_data_parallel_like_one_process(jobs, single_run):
     job = jobs.sbatch("slurm/multinode.sbatch", "experiments/ecg5000_dense.py", *SMOKE,
                       f"--config.run.root={jobs.tmp / 'runs'}", opts=("--nodes=1", "--ntasks-per-node=2"))
@@ -179,6 +181,7 @@ def test_two_task_srun_job_trains_data_parallel_like_one_process(jobs, single_ru
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.data("ecg5000")
 def test_array_sweep_makes_one_run_per_line_and_a_summary(jobs):
     sweep = jobs.tmp / "sweep.txt"
     sweep.write_text("# latent size\n--config.model.latent_dim=8\n--config.model.latent_dim=4 --config.seed=1\n")
@@ -203,6 +206,7 @@ def test_array_sweep_makes_one_run_per_line_and_a_summary(jobs):
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.data("ecg5000")
 def test_usr1_checkpoints_requeues_and_resumes_to_the_uninterrupted_result(jobs):
     epochs = 300
     args = ["experiments/ecg5000_dense.py", "--config.data.limit=256", "--config.train.batch_size=8",

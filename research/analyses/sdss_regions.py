@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.regions import check_method, detect, uses_ivar
+from research.regions import check_method, detect, json_number, uses_ivar
 from research.residuals import preprocess
 from research.rundir import unique_path, write_json
 from research.spectrum_plots import find_image, plot_spectrum
@@ -33,11 +33,6 @@ def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) ->
     if sample_n and len(idx) > sample_n:
         idx = np.sort(np.random.default_rng(seed).choice(idx, int(sample_n), replace=False))
     return idx
-
-
-def _number(value) -> float | None:
-    """A threshold for JSON: None where the detector has none (NaN), so the file stays standard JSON."""
-    return float(value) if np.isfinite(value) else None
 
 
 def check(config) -> str:
@@ -71,8 +66,8 @@ def run(ctx) -> dict:
 
     def describe(i):
         d = {"index": int(i), "id": ids[i], **catalogue.get(ids[i], {}), "score": float(regions.scores[i]),
-             "flagged": bool(regions.flags[i]), "abs_threshold": _number(regions.abs_threshold[i]),
-             "rel_threshold": _number(regions.rel_threshold[i]), "regions": regions.regions_of(i)}
+             "flagged": bool(regions.flags[i]), "abs_threshold": json_number(regions.abs_threshold[i]),
+             "rel_threshold": json_number(regions.rel_threshold[i]), "regions": regions.regions_of(i)}
         if labels is not None:
             d["label"] = int(labels[i])
         return d
@@ -96,8 +91,8 @@ def run(ctx) -> dict:
         "sampled_indices": chosen.tolist(), "sampled_ids": [ids[i] for i in chosen],
         "detector": regions.params, "detrend_width": detrend_width, "noise_width": noise_width,
         "thresholds": {k: v for k, v in regions.thresholds().items() if not isinstance(v, list)},
-        "per_spectrum_thresholds": {ids[i]: {"abs": _number(regions.abs_threshold[i]),
-                                             "rel": _number(regions.rel_threshold[i])} for i in range(len(ids))},
+        "per_spectrum_thresholds": {ids[i]: {"abs": json_number(regions.abs_threshold[i]),
+                                             "rel": json_number(regions.rel_threshold[i])} for i in range(len(ids))},
         "flagged": [describe(i) for i in np.flatnonzero(regions.flags)],
         "figures": figures,
     }
