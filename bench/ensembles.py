@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from bench.common import emit, load_config, prepare, project_trainer, worker_args
-from bench.throughput import _run_epochs, step_flops
+from bench.throughput import _run_epochs, step_costs
 
 
 def _args(p):
@@ -32,10 +32,10 @@ def main() -> None:
         box["state"], metrics = trainer.epoch(box["state"], train, val)
         jax.block_until_ready((box["state"], metrics))
 
-    flops = step_flops(trainer, box["state"], train)
+    costs = step_costs(trainer, box["state"], train)
     times, warmup = _run_epochs(one_epoch, args)
-    emit({"members": args.members, "config": args.config, "times": times, "warmup_seconds": warmup,
-          "flops_per_step": flops, "steps_per_epoch": len(ds.train["x"]) // config.train.batch_size,
+    emit({"members": args.members, "config": args.config, "times": times, "warmup_seconds": warmup, **costs,
+          "steps_per_epoch": len(ds.train["x"]) // config.train.batch_size,
           "device": str(jax.devices()[0])})
 
 

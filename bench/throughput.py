@@ -36,15 +36,28 @@ def _run_epochs(one_epoch, args) -> tuple[list[float], float]:
     return times, warmup
 
 
-def step_flops(trainer, state, train) -> float:
-    """XLA's count of one training step (a ``lax.scan`` body is counted once, so the epoch is not asked)."""
+def one_step(trainer, state, train):
+    """The trainer's step over every member, and its arguments for one batch."""
     import jax
 
     batch = {k: v[:, :trainer.batch_size] if trainer.member_data else v[:trainer.batch_size] for k, v in train.items()}
-    step = jax.jit(jax.vmap(trainer.train_step, in_axes=(0, 0 if trainer.member_data else None, None)))
-    cost = step.lower(state, batch, jax.random.key(0)).compile().cost_analysis()
+    step = jax.vmap(trainer.train_step, in_axes=(0, 0 if trainer.member_data else None, None))
+    return step, (state, batch, jax.random.key(0))
+
+
+def step_costs(trainer, state, train) -> dict:
+    """XLA's flop count of one training step (a ``lax.scan`` body is counted once, so the epoch is not
+    asked) and the seconds its matrix products take alone (:mod:`bench.matmul_floor`)."""
+    import jax
+
+    from bench.matmul_floor import matmul_floor
+
+    step, args = one_step(trainer, state, train)
+    cost = jax.jit(step).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
+    floor = matmul_floor(step, *args)
+    return {"flops_per_step": float(cost.get("flops", 0.0)), "matmul_seconds_per_step": floor["seconds"],
+            "matmuls_per_step": floor["count"]}
 
 
 def time_jax(config, ds, args) -> dict:
@@ -59,7 +72,7 @@ def time_jax(config, ds, args) -> dict:
         jax.block_until_ready((box["state"], metrics))
 
     times, warmup = _run_epochs(one_epoch, args)
-    return {"times": times, "warmup_seconds": warmup, "flops_per_step": step_flops(trainer, box["state"], train),
+    return {"times": times, "warmup_seconds": warmup, **step_costs(trainer, box["state"], train),
             "device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}
 
 
