@@ -11,12 +11,14 @@ tuned on one set of injections (``--tune-seed``) and the best one is reported on
 
     python bench/injection_eval.py                       # writes bench/results/sdss_injection.md
     python bench/injection_eval.py --set model.skip_levels="()" --epochs 300
+    python bench/injection_eval.py --folds 4   # every galaxy held out once: bench/results/sdss_injection_folds.md
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import dataclasses
 import hashlib
 import importlib.util
@@ -97,8 +99,11 @@ def train_or_load(config, ds, cache_dir: pathlib.Path, log=print):
     tc = config.train
     trainer = Trainer.from_config(model, tc, max(1, len(ds.train["x"]) // tc.batch_size))
     state = trainer.init([config.seed], ds.train["x"].shape[1:])
-    key = hashlib.sha1(json.dumps({k: config[k].to_dict() for k in ("data", "model", "train")}, sort_keys=True,
-                                  default=str).encode() + str(config.seed).encode()).hexdigest()[:12]
+    described = {k: config[k].to_dict() for k in ("data", "model", "train")}
+    if (described["data"].get("n_folds") or 0) <= 1:  # no folds: the key of the caches made before folds existed
+        described["data"] = {k: v for k, v in described["data"].items() if k not in ("n_folds", "fold")}
+    key = hashlib.sha1(json.dumps(described, sort_keys=True, default=str).encode()
+                       + str(config.seed).encode()).hexdigest()[:12]
     path = cache_dir / f"injection_model_{key}.msgpack"
     if path.is_file():
         params = flax.serialization.from_bytes(state.best_params, path.read_bytes())
@@ -121,6 +126,30 @@ def train_or_load(config, ds, cache_dir: pathlib.Path, log=print):
     return trainer, params
 
 
+def held_out_part(config, fold, args) -> dict:
+    """The held-out galaxies of the config's split (``fold`` None) or of one cross-validation fold, and the
+    reconstructions of the model trained without them."""
+    from research.data import load_dataset
+
+    config = copy.deepcopy(config)
+    if fold is not None:
+        config.data.n_folds, config.data.fold = args.folds, fold
+    ds = load_dataset(config.data)
+    normal = ds.test_labels == 0
+    ids = [i for i, n in zip(ds.test_ids, normal) if n]
+    print(f"{'' if fold is None else f'fold {fold}: '}{len(ds.train['x'])} training spectra, {len(ids)} held-out "
+          f"{ds.meta['train_classes']} spectra: {', '.join(ids)}", flush=True)
+    trainer, params = train_or_load(config, ds, pathlib.Path(args.cache))
+
+    def reconstruct(xb):
+        recon, _ = trainer.predict(params, trainer.put({"x": np.asarray(xb, np.float32)}))
+        return np.asarray(recon)[0]
+
+    x = ds.test["x"][normal]
+    return {"x": x, "ivar": ds.test["ivar"][normal], "mask": ds.test["mask"][normal], "ids": ids,
+            "n_train": len(ds.train["x"]), "reconstruct": reconstruct, "recon": reconstruct(x)}
+
+
 def select(rows: list[dict], amplitude: float, key: str = "precision") -> tuple:
     """Ranking of a detector setting at ``amplitude``: meets the target first, then recall, then precision
     (``key``: 'precision' counts every region, 'precision_new' leaves out those already in the clean spectrum)."""
@@ -140,33 +169,39 @@ def main(argv=None) -> int:
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--tune-amplitude", type=float, default=5.0)
     parser.add_argument("--no-tune", action="store_true")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "sdss_injection.md"))
+    parser.add_argument("--folds", type=int, default=0,
+                        help="> 1: cross-validation, every galaxy held out by one fold (one model per fold); "
+                             "default: the config's single split")
+    parser.add_argument("--out", default=None, help="default bench/results/sdss_injection.md "
+                        "(sdss_injection_folds.md with --folds)")
     parser.add_argument("--cache", default=str(REPO / "cache" / "sdss"))
     args = parser.parse_args(argv)
+    args.out = args.out or str(REPO / "bench" / "results" / f"sdss_injection{'_folds' if args.folds > 1 else ''}.md")
 
     from research import injection
-    from research.data import load_dataset
 
     config = load_config(args.config, args.set, args.epochs)
-    ds = load_dataset(config.data)
-    normal = ds.test_labels == 0
-    held = {k: ds.test[k][normal] for k in ("x", "mask", "ivar")}
-    held_ids = [i for i, n in zip(ds.test_ids, normal) if n]
-    print(f"{len(ds.train['x'])} training spectra, {len(held_ids)} held-out {ds.meta['train_classes']} spectra: "
-          f"{', '.join(held_ids)}", flush=True)
-    trainer, params = train_or_load(config, ds, pathlib.Path(args.cache))
-
-    def reconstruct(x):
-        recon, _ = trainer.predict(params, trainer.put({"x": np.asarray(x, np.float32)}))
-        return np.asarray(recon)[0]
-
+    parts = [held_out_part(config, fold, args) for fold in (range(args.folds) if args.folds > 1 else [None])]
+    held_ids = [i for part in parts for i in part["ids"]]
+    n_train = sorted({part["n_train"] for part in parts})
+    train_text = f"{n_train[0]}" if len(n_train) == 1 else f"{n_train[0]}-{n_train[-1]}"
+    split_text = (f"{args.folds} folds, every galaxy held out by one of them and reconstructed by the model trained "
+                  "without it" if args.folds > 1 else "the config's split")
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
-    x, ivar, mask = held["x"], held["ivar"], held["mask"]
-    clean_recon = reconstruct(x)
+    x, ivar, mask, clean_recon = (np.concatenate([part[k] for part in parts]) for k in ("x", "ivar", "mask", "recon"))
+    sizes = [len(part["x"]) for part in parts]
+
+    def trials_for(amps, seed):
+        """Injections into every part's galaxies, reconstructed by that part's own model."""
+        return injection.concat_trials([injection.make_trials(part["x"], part["ivar"], part["mask"],
+                                                              part["reconstruct"], amps, copies=args.copies,
+                                                              seed=seed + 100 * i)
+                                        for i, part in enumerate(parts)], sizes)
+
     chi = np.abs(x - clean_recon) * np.sqrt(ivar)
     chi_pct = np.percentile(chi[mask], [50, 95, 99])
     t0 = time.time()
-    trials = injection.make_trials(x, ivar, mask, reconstruct, amplitudes, copies=args.copies, seed=args.seed)
+    trials = trials_for(amplitudes, args.seed)
     seed_rows = injection.score_trials(trials, x, ivar, mask, clean_recon, SEED_DETECTOR)
     copied = {}  # how much of each injected feature the model reproduces (1 = all of it, 0 = none)
     for kind in injection.KINDS:
@@ -199,8 +234,7 @@ def main(argv=None) -> int:
     oracle_rows = injection.score_trials(with_oracle(trials), x, ivar, mask, oracle_clean, SEED_DETECTOR)
     oracle_best, oracle_best_rows = None, None
     if not args.no_tune:
-        tune_trials = injection.make_trials(x, ivar, mask, reconstruct, [args.tune_amplitude], copies=args.copies,
-                                            seed=args.tune_seed)
+        tune_trials = trials_for([args.tune_amplitude], args.tune_seed)
         rankings = tune(tune_trials, clean_recon)
         ranking, ranking_new = rankings["precision"], rankings["precision_new"]
         best, best_new = ranking[0][1], ranking_new[0][1]
@@ -221,7 +255,7 @@ def main(argv=None) -> int:
     lines = ["# SDSS region detection: injection evaluation", "", f"`{command}`", "",
              f"Model `{config.model.name}` ({fmt(dict(config.model))}; data frame {config.data.frame}), "
              f"trained {config.train.epochs} epochs on "
-             f"{len(ds.train['x'])} galaxy spectra; features injected into the {len(held_ids)} held-out galaxies "
+             f"{train_text} galaxy spectra ({split_text}); features injected into the {len(held_ids)} held-out galaxies "
              f"({args.copies} copies per spectrum, kind and amplitude, one feature per copy; seed {args.seed}). "
              "Widths: emission Gaussian sigma 2-5 px, absorption 5-12 px, dropped segment 20-80 px. "
              "Amplitude = peak height in units of the local noise sigma (median 1/sqrt(ivar) over the feature).",
@@ -259,8 +293,7 @@ def main(argv=None) -> int:
                   "test, where regions the detector already reports in the clean spectrum (the held-out galaxy's "
                   "own features) are neither right nor wrong. P still counts them as false: it cannot reach 0.8 while "
                   "the held-out galaxies' own lines are detected (e.g. 2880-54509-0230, whose [OIII] 5007 line is "
-                  f"about 100 times its continuum, is anomalous next to the {len(ds.train['x'])} training galaxies of the "
-                  "default split).", "",
+                  f"about 100 times its continuum, is anomalous next to the {train_text} training galaxies).", "",
                   injection.markdown_table(best_new_rows), "",
                   f"Regions reported in the clean held-out spectra: {clean_new:.2f} per spectrum ({per_galaxy}). "
                   f"Each is counted false in every injected copy of its galaxy ({args.copies * len(injection.KINDS)}), "

@@ -28,6 +28,8 @@ def get_config():
     c.data.train_classes = ("GALAXY",)
     c.data.holdout_fraction = 0.25  # of the train classes, kept for the test split (label 0)
     c.data.split_seed = 0
+    c.data.n_folds = 0  # > 1: hold out fold data.fold of n_folds instead (cross-validation)
+    c.data.fold = 0
     c.data.ivar_weighting = True
     c.data.val_fraction = 0.1
     c.data.scaling = "none"  # spectra are already normalised by their median flux

@@ -187,6 +187,24 @@ def make_trials(x, ivar, mask, reconstruct: Callable[[np.ndarray], np.ndarray], 
     return trials
 
 
+def concat_trials(parts: Sequence[Sequence[Trial]], sizes: Sequence[int]) -> list[Trial]:
+    """Trials made separately for several sets of clean spectra (e.g. cross-validation folds, each with
+    its own model) as one set over the clean spectra stacked in order; ``sizes`` = spectra per set."""
+    out = []
+    for same_amp in zip(*parts):
+        rows = src = 0
+        xs, feats, sources, recons = [], [], [], []
+        for t, size in zip(same_amp, sizes):
+            xs.append(t.x)
+            feats += [dataclasses.replace(f, spectrum=f.spectrum + rows, source=f.source + src) for f in t.features]
+            sources.append(t.source + src)
+            recons.append(t.recon)
+            rows, src = rows + len(t.x), src + size
+        out.append(Trial(same_amp[0].amplitude, np.concatenate(xs), feats, np.concatenate(sources),
+                         None if any(r is None for r in recons) else np.concatenate(recons)))
+    return out
+
+
 def score_trials(trials: Sequence[Trial], x, ivar, mask, clean_recon, detector: dict | None = None,
                  kinds: Sequence[str] = KINDS) -> list[dict]:
     """Precision/recall/IoU per amplitude and kind (plus an ``all`` row) for one detector setting."""

@@ -76,3 +76,34 @@ def test_small_injection_evaluation_on_real_spectra(sdss_galaxies):
     assert by[(10.0, "all")]["n_features"] == 3 * 3 * 4
     table = injection.markdown_table(rows)
     assert table.count("\n") == 3 and "| 10 |" in table
+
+
+def test_trials_of_separate_folds_score_as_one_set(sdss_galaxies):
+    """Two 'folds' (spectra 0-1 and 2), each injected and reconstructed on its own, then stacked: the same
+    rows as scoring the three spectra together, because every feature still points at its own clean row."""
+    x, ivar, mask = sdss_galaxies
+    rng = np.random.default_rng(5)
+    sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    normal = x + sigma * rng.standard_normal(x.shape).astype(np.float32)
+    folds = [np.array([0, 1]), np.array([2])]
+    parts = []
+    for rows in folds:
+        trials = injection.make_trials(x[rows], ivar[rows], mask[rows], lambda b: np.zeros_like(b), [2.0, 8.0],
+                                       copies=3, seed=int(rows[0]))
+        for t in trials:
+            t.recon = normal[rows][t.source]
+        parts.append(trials)
+    joined = injection.concat_trials(parts, [len(r) for r in folds])
+    assert [t.amplitude for t in joined] == [2.0, 8.0] and len(joined[1].x) == 3 * 3 * 3
+    for t in joined:
+        assert np.array_equal(t.recon, normal[t.source])  # each row still reconstructs its own clean spectrum
+        for f in t.features:
+            assert f.source == t.source[f.spectrum]
+            added = t.x[f.spectrum] - x[f.source]
+            inside, outside = np.abs(added[f.start:f.end]).max(), np.abs(np.delete(added, np.s_[f.start:f.end])).max()
+            assert inside > 0 and outside <= 0.14 * inside  # the feature is at its own row's span (Gaussian tails)
+    detector = {"window_size": 10, "abs_threshold": 3.0, "range_mismatch_factor": None,
+                "noise_units": True, "rel_threshold": 0.0}
+    rows = injection.score_trials(joined, x, ivar, mask, normal, detector)
+    by = {(r["amplitude"], r["kind"]): r for r in rows}
+    assert by[(8.0, "all")]["n_features"] == 27 and by[(8.0, "all")]["recall"] >= 0.9

@@ -216,6 +216,26 @@ def test_loader_splits_by_class_and_caches(sdss_dir, ingested, tmp_path):
     assert cached[0].stat().st_mtime_ns == mtime and second.test_ids == first.test_ids
 
 
+def test_folds_hold_out_every_ordinary_spectrum_exactly_once(ingested):
+    import ml_collections
+    from research.data import sdss as loader
+
+    _, _, cat, out = ingested
+    galaxies = {i for i, c in zip(cat["id"], cat["class"]) if c == "GALAXY"}
+    held = []
+    for fold in range(3):
+        cfg = ml_collections.ConfigDict({"path": str(out), "n_folds": 3, "fold": fold, "limit": 0})
+        ds = loader.load(cfg)
+        fold_held = [i for i, label in zip(ds.test_ids, ds.test_labels) if label == 0]
+        assert not set(fold_held) & set(ds.meta["train_ids"])
+        assert set(fold_held) | set(ds.meta["train_ids"]) == galaxies
+        assert len(ds.test["ivar"]) == len(ds.test_ids)
+        held += fold_held
+    assert sorted(held) == sorted(galaxies)
+    with pytest.raises(InputError, match="data.fold: 3 must be in 0..2"):
+        loader.load(ml_collections.ConfigDict({"path": str(out), "n_folds": 3, "fold": 3, "limit": 0}))
+
+
 def test_fetch_uses_the_cache_and_fails_offline_in_one_line(sdss_dir, tmp_path, monkeypatch):
     import requests
     from astroquery.sdss import SDSS

@@ -5,7 +5,7 @@ folder (``<data root>/sdss``) is ingested once into ``cfg.cache_dir`` (default `
 keyed by the files and the ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
-seeded ``holdout_fraction`` of them; the test split holds that hold-out (label 0) plus every
+seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that hold-out (label 0) plus every
 spectrum of another class (label 1). ``test['ivar']`` (normalised-flux inverse variance) travels
 with the test rows so region detection can measure residuals in noise units. Masked pixels are
 filled by interpolation (``fill_masked``, default True) so the input has no artificial zeros.
@@ -78,6 +78,22 @@ def fill_gaps(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _held_out(normal_idx: np.ndarray, cfg, train_classes) -> np.ndarray:
+    """The ordinary spectra kept for the test split: the first ``holdout_fraction`` of the seeded
+    permutation, or with ``n_folds > 1`` its fold number ``fold`` (every spectrum is held out by exactly
+    one fold: cross-validation over the few spectra there are)."""
+    n_folds, fold = int(cfg.get("n_folds") or 0), int(cfg.get("fold") or 0)
+    if n_folds > 1:
+        if not 0 <= fold < n_folds or n_folds > len(normal_idx):
+            raise InputError(f"config key data.fold: {fold} must be in 0..{n_folds - 1}, with data.n_folds "
+                             f"({n_folds}) at most the {len(normal_idx)} {train_classes} spectra")
+        return np.array_split(normal_idx, n_folds)[fold]
+    n_hold = int(round(float(cfg.get("holdout_fraction", 0.25)) * len(normal_idx)))
+    if n_hold >= len(normal_idx):
+        raise InputError(f"config key data.holdout_fraction: leaves no {train_classes} spectra to train on")
+    return normal_idx[:n_hold]
+
+
 def load(cfg) -> Dataset:
     if cfg.get("path"):
         path = pathlib.Path(cfg.path).expanduser()
@@ -103,11 +119,9 @@ def load(cfg) -> Dataset:
                          f"(classes present: {sorted(set(classes))})")
     rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
     normal_idx = rng.permutation(np.flatnonzero(normal))
-    n_hold = int(round(float(cfg.get("holdout_fraction", 0.25)) * len(normal_idx)))
-    if n_hold >= len(normal_idx):
-        raise InputError(f"config key data.holdout_fraction: leaves no {train_classes} spectra to train on")
-    train_idx = np.sort(normal_idx[n_hold:])
-    test_idx = np.sort(np.concatenate([normal_idx[:n_hold], np.flatnonzero(~normal)]))
+    held = _held_out(normal_idx, cfg, train_classes)
+    train_idx = np.sort(np.setdiff1d(normal_idx, held))
+    test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
 
     weights = noise_weights(ivar, mask, float(cfg.get("weight_clip", 10.0))) if cfg.get("ivar_weighting") else None
 
