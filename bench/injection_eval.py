@@ -255,7 +255,8 @@ def main(argv=None) -> int:
     lines = ["# SDSS region detection: injection evaluation", "", f"`{command}`", "",
              f"Model `{config.model.name}` ({fmt(dict(config.model))}; data frame {config.data.frame}), "
              f"trained {config.train.epochs} epochs on "
-             f"{train_text} galaxy spectra ({split_text}); features injected into the {len(held_ids)} held-out galaxies "
+             f"{train_text} galaxy spectra ({split_text}); features injected into the {len(held_ids)} "
+             "held-out galaxies "
              f"({args.copies} copies per spectrum, kind and amplitude, one feature per copy; seed {args.seed}). "
              "Widths: emission Gaussian sigma 2-5 px, absorption 5-12 px, dropped segment 20-80 px. "
              "Amplitude = peak height in units of the local noise sigma (median 1/sqrt(ivar) over the feature).",

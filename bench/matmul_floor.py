@@ -1,11 +1,11 @@
-"""How long a training step's own matrix products take on their own: a floor under the step's time.
+"""How long a training step's own matrix products take when each runs alone, summed.
 
 The square-matmul ceiling (bench/peak.py) overstates what thin or member-batched products can reach,
 so the "limited by" column needs the products the step really does, at their real shapes. Every
 ``dot_general`` (and ``conv_general_dilated``) of the step's jaxpr is timed alone, compiled, inside a
-``lax.scan`` over distinct operands (no per-call dispatch, nothing for XLA to hoist), and the medians
-are summed: what the step's arithmetic costs at its real shapes. (A step can come in slightly under
-the sum when XLA overlaps independent products.)
+``lax.scan`` that alternates between two operand sets (no per-call dispatch, nothing loop-invariant
+for XLA to hoist), and the medians are summed: what the step's arithmetic costs at its real shapes.
+A step can come in slightly under the sum when XLA overlaps independent products.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
 
 Each measurement is its own worker process (``python -m bench.<worker>``), so every figure carries its
 own peak RSS and no framework's idle thread pool competes with the one being timed. Throughput
-workers of the compared frameworks (and ensemble workers of each K) alternate, round after round, so that load from other users of
-the machine falls on both alike; the figures are medians over all timed epochs of all rounds.
+workers of the compared frameworks, and ensemble workers of each K, alternate round after round, so
+that load from other users of the machine falls on all of them alike; the figures are medians over
+all timed epochs of all rounds.
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ def script(path: pathlib.Path, timeout: float = 1800) -> dict:
 
 
 # ---- the items ---------------------------------------------------------------------------------
+def _pooled(results: list[dict], row: dict) -> tuple[dict, dict | None]:
+    """``row`` completed from the alternating rounds of one worker: the error of the first round when
+    none succeeded, else the median over all timed epochs of the rounds that did (and of their product
+    timings), the peak RSS and the command; with the first successful result for the fixed fields."""
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return {**row, "error": results[0]["error"]}, None
+    times = [t for r in ok for t in r["times"]]
+    products = [r["matmul_seconds_per_step"] for r in ok if r.get("matmul_seconds_per_step")]
+    return {**row, "epochs_timed": len(times), "median_epoch_s": statistics.median(times),
+            "warmup_s": statistics.median(r["warmup_seconds"] for r in ok), "rounds": len(ok),
+            "flops_per_step": ok[0].get("flops_per_step"),
+            "matmul_seconds_per_step": statistics.median(products) if products else None,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ok), "cmd": ok[0]["cmd"]}, ok[0]
+
+
 def run_throughput(configs: list[str], device: str, rounds: int, quick: bool) -> list[dict]:
     timing = ["--min-epochs", 3 if quick else 5, "--min-seconds", 0.5 if quick else 2.0]
     variants = [("jax", []), ("torch", ["--threads", 2])]
@@ -110,27 +127,17 @@ def run_throughput(configs: list[str], device: str, rounds: int, quick: bool) ->
                 runs[i].append(worker("bench.throughput", "--config", path, *overrides, "--framework", fw,
                                       "--device", device, *extra, *timing))
         for i, (fw, extra) in enumerate(variants):
-            ok = [r for r in runs[i] if "error" not in r]
-            if not ok:
-                rows.append({"config": config, "framework": fw, "error": runs[i][0]["error"]})
-                continue
-            times = [t for r in ok for t in r["times"]]
-            first = ok[0]
-            rows.append({
-                "config": config, "framework": fw, "threads": first.get("threads"), "version": first["version"],
-                "batch_size": first["batch_size"], "samples_per_epoch": first["samples_per_epoch"],
-                "epochs_timed": len(times), "median_epoch_s": statistics.median(times),
-                "samples_per_s": first["samples_per_epoch"] / statistics.median(times),
-                "warmup_s": statistics.median(r["warmup_seconds"] for r in ok),
-                "flops_per_step": first.get("flops_per_step"),
-                "matmul_seconds_per_step": first.get("matmul_seconds_per_step"),
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in ok), "cmd": first["cmd"]})
+            row, first = _pooled(runs[i], {"config": config, "framework": fw})
+            if first is not None:
+                row.update(threads=first.get("threads"), version=first["version"], batch_size=first["batch_size"],
+                           samples_per_epoch=first["samples_per_epoch"],
+                           samples_per_s=first["samples_per_epoch"] / row["median_epoch_s"])
+            rows.append(row)
     return rows
 
 
 def run_ensembles(configs: list[str], device: str, rounds: int, quick: bool) -> list[dict]:
-    """K = 1, 4, 16 workers alternating for ``rounds`` rounds (so load on shared cores hits every K alike);
-    the median over all their timed epochs."""
+    """K = 1, 4, 16 workers alternating for ``rounds`` rounds (so load on shared cores hits every K alike)."""
     timing = ["--min-epochs", 3 if quick else 5, "--min-seconds", 0.5 if quick else 2.0]
     rows = []
     for config in configs:
@@ -140,17 +147,10 @@ def run_ensembles(configs: list[str], device: str, rounds: int, quick: bool) -> 
                 runs[k].append(worker("bench.ensembles", "--config", config, "--members", k, "--device", device,
                                       *timing))
         for k, results in runs.items():
-            ok = [r for r in results if "error" not in r]
-            if not ok:
-                rows.append({"config": config, "members": k, "error": results[0]["error"]})
-                continue
-            times = [t for r in ok for t in r["times"]]
-            first = ok[0]
-            rows.append({"config": config, "members": k, "median_epoch_s": statistics.median(times),
-                         "epochs_timed": len(times), "rounds": len(ok), "flops_per_step": first["flops_per_step"],
-                         "matmul_seconds_per_step": statistics.median(r.get("matmul_seconds_per_step") or 0 for r in ok) or None,
-                         "steps_per_epoch": first["steps_per_epoch"], "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
-                         "cmd": first["cmd"]})
+            row, first = _pooled(results, {"config": config, "members": k})
+            if first is not None:
+                row["steps_per_epoch"] = first["steps_per_epoch"]
+            rows.append(row)
     return rows
 
 

@@ -5,8 +5,8 @@ folder (``<data root>/sdss``) is ingested once into ``cfg.cache_dir`` (default `
 keyed by the files and the ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
-seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that hold-out (label 0) plus every
-spectrum of another class (label 1). ``test['ivar']`` (normalised-flux inverse variance) travels
+seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that
+hold-out (label 0) plus every spectrum of another class (label 1). ``test['ivar']`` (normalised-flux inverse variance) travels
 with the test rows so region detection can measure residuals in noise units. Masked pixels are
 filled by interpolation (``fill_masked``, default True) so the input has no artificial zeros.
 """
