@@ -70,12 +70,9 @@ def prepare(config):
 def project_trainer(config, n_train: int):
     """The trainer exactly as ``research.experiment.run`` builds it."""
     from research.models import build_model
-    from research.training import Trainer, make_mesh, make_optimizer
+    from research.training import Trainer
 
-    tc = config.train
-    return Trainer(build_model(config.model), make_optimizer(tc, n_train // tc.batch_size),
-                   batch_size=tc.batch_size, loss_kind=tc.loss, input_noise=tc.input_noise, max_shift=tc.max_shift,
-                   eval_batch_size=tc.eval_batch_size, mesh=make_mesh())
+    return Trainer.from_config(build_model(config.model), config.train, n_train // config.train.batch_size)
 
 
 def peak_rss_mib() -> float:

@@ -37,7 +37,7 @@ def _run_epochs(one_epoch, args) -> tuple[list[float], float]:
 
 
 def one_step(trainer, state, train):
-    """The trainer's step over every member, and its arguments for one batch."""
+    """The trainer's step over every member of ``state``, and its arguments for one batch."""
     import jax
 
     batch = {k: v[:, :trainer.batch_size] if trainer.member_data else v[:trainer.batch_size] for k, v in train.items()}
@@ -47,17 +47,28 @@ def one_step(trainer, state, train):
 
 def step_costs(trainer, state, train) -> dict:
     """XLA's flop count of one training step (a ``lax.scan`` body is counted once, so the epoch is not
-    asked) and the seconds its matrix products take alone (:mod:`bench.matmul_floor`)."""
+    asked) and the seconds its matrix products take alone (:mod:`bench.matmul_floor`). With
+    ``member_chunk`` the members run in chunks one after another: each chunk's step is costed and
+    the costs added up."""
     import jax
 
     from bench.matmul_floor import matmul_floor
 
-    step, args = one_step(trainer, state, train)
-    cost = jax.jit(step).lower(*args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    floor = matmul_floor(step, *args)
-    return {"flops_per_step": float(cost.get("flops", 0.0)), "matmul_seconds_per_step": floor["seconds"],
-            "matmuls_per_step": floor["count"]}
+    k = len(state.seed)
+    chunk = min(trainer.member_chunk or k, k)
+    groups = [(chunk, k // chunk)] + ([(k % chunk, 1)] if k % chunk else [])
+    flops = seconds = count = 0.0
+    for size, times in groups:
+        part = jax.tree.map(lambda a: a[:size], state)
+        data = jax.tree.map(lambda a: a[:size], train) if trainer.member_data else train
+        step, args = one_step(trainer, part, data)
+        cost = jax.jit(step).lower(*args).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        floor = matmul_floor(step, *args)
+        flops += times * float(cost.get("flops", 0.0))
+        seconds += times * floor["seconds"]
+        count += times * floor["count"]
+    return {"flops_per_step": flops, "matmul_seconds_per_step": seconds, "matmuls_per_step": int(count)}
 
 
 def time_jax(config, ds, args) -> dict:

@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.grad_clip = 0.0
     c.train.loss = "mse"
     c.train.ensemble_size = 1
+    c.train.member_chunk = 0  # members trained side by side (one vmap), the chunks in sequence; 0 = all at once
     c.train.input_noise = 0.0
     c.train.max_shift = 0  # augmentation: roll each 1-D training sample by up to this many positions
     c.train.mixup = 0.0  # augmentation: alpha of Beta(alpha, alpha) mixing pairs of training samples; 0 = off

@@ -47,8 +47,10 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(devices.reshape(-1), ("data",))
 
 
-def check_options(loss_kind: str, max_shift: int, mixup: float) -> None:
-    """The trainer's loss and augmentation settings, as one-line config errors."""
+def check_options(loss_kind: str, max_shift: int, mixup: float, member_chunk: int = 0) -> None:
+    """The trainer's loss, augmentation and ensemble settings, as one-line config errors."""
+    if member_chunk < 0:
+        raise InputError(f"config key train.member_chunk: must be >= 0 (0 = all members at once), got {member_chunk}")
     if max_shift < 0:
         raise InputError(f"config key train.max_shift: must be >= 0, got {max_shift}")
     if not (mixup >= 0 and np.isfinite(mixup)):
@@ -59,7 +61,7 @@ def check_options(loss_kind: str, max_shift: int, mixup: float) -> None:
 
 def check_train_config(tc) -> None:
     """:func:`check_options` on a ``config.train`` block: called before any data is read."""
-    check_options(tc.loss, int(tc.get("max_shift", 0)), float(tc.get("mixup", 0.0)))
+    check_options(tc.loss, int(tc.get("max_shift", 0)), float(tc.get("mixup", 0.0)), int(tc.get("member_chunk", 0)))
 
 
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -101,6 +103,12 @@ class Trainer:
 
     ``member_data=True`` gives every ensemble member its own dataset (arrays with a leading
     member axis), e.g. ten one-class models trained as one program.
+
+    ``member_chunk=c`` trains ``c`` members side by side (one ``vmap``) and the chunks one after
+    another inside the same compiled program (``lax.map``); 0 puts all members in one ``vmap``. An
+    accelerator wants them all at once; on a few CPU cores the member-batched products and
+    convolution patches of a large ensemble run slower per member than one model does, and small
+    chunks keep each member at its single-model speed.
     """
 
     model: nn.Module
@@ -113,6 +121,7 @@ class Trainer:
     eval_batch_size: int = 1024
     mesh: Mesh | None = None
     member_data: bool = False
+    member_chunk: int = 0
 
     def __post_init__(self):
         if self.mesh is None:
@@ -121,13 +130,21 @@ class Trainer:
         if self.batch_size % n_dev:
             raise InputError(f"config key train.batch_size: {self.batch_size} is not divisible by the "
                              f"{n_dev} devices of the data mesh")
-        check_options(self.loss_kind, self.max_shift, self.mixup)
-        d = 0 if self.member_data else None
+        check_options(self.loss_kind, self.max_shift, self.mixup, self.member_chunk)
         repl = self.replicated
         object.__setattr__(self, "_epoch", jax.jit(
-            jax.vmap(self.epoch_single, in_axes=(0, d, d)), donate_argnums=0, out_shardings=repl))
-        object.__setattr__(self, "_predict", jax.jit(
-            jax.vmap(self.predict_single, in_axes=(0, d)), out_shardings=repl))
+            self._over_members(self.epoch_single), donate_argnums=0, out_shardings=repl))
+        object.__setattr__(self, "_predict", jax.jit(self._over_members(self.predict_single), out_shardings=repl))
+
+    def _over_members(self, fn: Callable) -> Callable:
+        """``fn(member_state, *data)`` over the leading member axis: one ``vmap``, or chunks of
+        ``member_chunk`` members in sequence. Data carries a member axis only with ``member_data``."""
+        if not self.member_chunk:
+            d = 0 if self.member_data else None
+            return lambda state, *data: jax.vmap(fn, in_axes=(0,) + (d,) * len(data))(state, *data)
+        if self.member_data:
+            return lambda state, *data: jax.lax.map(lambda a: fn(*a), (state, *data), batch_size=self.member_chunk)
+        return lambda state, *data: jax.lax.map(lambda s: fn(s, *data), state, batch_size=self.member_chunk)
 
     @classmethod
     def from_config(cls, model: nn.Module, train_cfg, steps_per_epoch: int, **kwargs) -> "Trainer":
@@ -135,7 +152,8 @@ class Trainer:
         tc = train_cfg
         return cls(model, make_optimizer(tc, steps_per_epoch), batch_size=tc.batch_size, loss_kind=tc.loss,
                    input_noise=tc.input_noise, max_shift=tc.max_shift, mixup=float(tc.get("mixup", 0.0)),
-                   eval_batch_size=tc.eval_batch_size, **{"mesh": make_mesh(), **kwargs})
+                   eval_batch_size=tc.eval_batch_size, member_chunk=int(tc.get("member_chunk", 0)),
+                   **{"mesh": make_mesh(), **kwargs})
 
     # ---- placement -------------------------------------------------------------------------
     @property

@@ -40,3 +40,24 @@ def test_member_batched_products_keep_their_batch_axis_and_cost_time():
     assert any(len(avals[0].shape) == 3 or len(avals[1].shape) == 3 for _, _, avals in found)
     floor = matmul_floor(step, params, x, reps=4, repeats=2)
     assert floor["count"] == len(found) == 5 and floor["seconds"] > 0
+
+
+def test_step_costs_add_up_the_member_chunks():
+    """member_chunk=2 over 3 members costs a step of two members plus a step of one: the same flops as
+    all three in one vmap, from twice as many (smaller) products."""
+    import ml_collections
+
+    from bench.throughput import step_costs
+    from research.models import build_model
+    from research.training import Trainer, make_optimizer
+
+    model = build_model({"name": "dense", "hidden": (16,), "latent_dim": 4})
+    tx = make_optimizer(ml_collections.ConfigDict({"epochs": 1, "learning_rate": 1e-3}), 4)
+    train = {"x": jax.random.normal(jax.random.key(1), (64, 24))}
+    costs = {}
+    for chunk in (0, 2):
+        trainer = Trainer(model, tx, batch_size=16, member_chunk=chunk)
+        costs[chunk] = step_costs(trainer, trainer.init([0, 1, 2], (24,)), trainer.put(train))
+    assert costs[2]["matmuls_per_step"] == 2 * costs[0]["matmuls_per_step"] > 0
+    assert abs(costs[2]["flops_per_step"] / costs[0]["flops_per_step"] - 1) < 0.05
+    assert costs[2]["matmul_seconds_per_step"] > 0

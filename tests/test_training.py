@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from research.checkpoints import Checkpoints
+from research.errors import InputError
 from research.data.ecg5000 import read_ucr
 from research.models import build_model
 from research.training import Trainer, fit, make_optimizer
@@ -15,10 +16,10 @@ def ecg_normals(ecg_dir):
     return {"x": x[labels == 1][:192]}
 
 
-def _trainer(epochs=3):
+def _trainer(epochs=3, **kwargs):
     cfg = ml_collections.ConfigDict({"epochs": epochs, "learning_rate": 2e-3, "schedule": "cosine"})
     model = build_model({"name": "conv1d", "features": (8, 16), "latent_dim": 8})
-    return Trainer(model, make_optimizer(cfg, 192 // 32), batch_size=32)
+    return Trainer(model, make_optimizer(cfg, 192 // 32), batch_size=32, **kwargs)
 
 
 def _max_diff(a, b):
@@ -44,6 +45,32 @@ def test_vmapped_ensemble_equals_separate_runs(ecg_normals):
         assert _max_diff(member, single.params) < 1e-4
     # members really differ (different seeds -> different init and shuffling)
     assert _max_diff(jax.tree.map(lambda a: a[0], ensemble.params), jax.tree.map(lambda a: a[1], ensemble.params)) > 1e-2
+
+
+@pytest.mark.parametrize("member_data", [False, True])
+def test_members_in_chunks_equal_members_in_one_vmap(ecg_normals, member_data):
+    """member_chunk=2 over 3 members: one chunk of two, then the remainder of one, in sequence."""
+    x = ecg_normals["x"][:96]
+    data = {"x": np.stack([x, x[::-1], x[:, ::-1]])} if member_data else {"x": x}
+    runs = {}
+    for chunk in (0, 2):
+        trainer = _trainer(member_data=member_data, member_chunk=chunk)
+        placed = trainer.put(data)
+        logged = []
+        state = fit(trainer, trainer.init([3, 4, 5], (140,)), placed, placed, 3,
+                    on_epoch=lambda s, m: logged.append(m["val_loss"]))
+        runs[chunk] = state, np.stack(logged), trainer.predict(state.params, placed)[1]
+    (full, full_log, full_err), (chunked, chunked_log, chunked_err) = runs[0], runs[2]
+    assert full_log.shape == chunked_log.shape == (3, 3)
+    assert _max_diff(full.params, chunked.params) < 1e-4
+    np.testing.assert_allclose(chunked_log, full_log, rtol=1e-4)
+    np.testing.assert_allclose(chunked_err, full_err, rtol=1e-3, atol=1e-6)
+    assert np.ptp(chunked_log[-1]) > 0  # members differ, so a mixed-up member order would show
+
+
+def test_negative_member_chunk_is_a_config_error():
+    with pytest.raises(InputError, match="train.member_chunk"):
+        _trainer(member_chunk=-1)
 
 
 def test_best_params_track_lowest_validation_loss(ecg_normals):
