@@ -293,8 +293,6 @@ def product_bound(jax_row: dict, torch_row: dict | None) -> float | None:
 
 def _limit(r: dict, us: float, ideal_us: float | None, gflops: float | None, peak: float | None,
            torch_best: dict | None = None) -> str:
-    if ideal_us is None:
-        return "–"
     m = r.get("matmul_seconds_per_step")
     if r["framework"] == "jax" and m:
         m_us, bound = m * 1e6, product_bound(r, torch_best)
@@ -303,6 +301,8 @@ def _limit(r: dict, us: float, ideal_us: float | None, gflops: float | None, pea
                 f"per-step overhead: its products alone take {m_us:,.0f} of {us:,.0f} µs/step ({m_us / us:.0%}); "
                 "the rest is elementwise, optimiser and loop kernels")
         return text + (f"; at their cost alone the step would be {_fmt(bound)}× best torch" if bound else "")
+    if ideal_us is None:
+        return "–"
     if r["framework"] == "jax":
         share = gflops / peak if gflops and peak else 0
         if share >= 0.25:
