@@ -318,7 +318,8 @@ def main(argv=None) -> int:
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps({"seed": seed_rows, "tuned": best_rows, "tuned_params": best,
                                                       "reproduced_fraction": copied, "chi_percentiles": chi_pct.tolist(),
-                                                      "tuned_new": best_new_rows, "tuned_new_params": best_new, "oracle_seed": oracle_rows, "oracle_tuned": oracle_best_rows,
+                                                      "tuned_new": best_new_rows, "tuned_new_params": best_new,
+                                                      "oracle_seed": oracle_rows, "oracle_tuned": oracle_best_rows,
                                                       "oracle_tuned_params": oracle_best},
                                                      indent=1, default=str))
     print(text)

@@ -140,8 +140,7 @@ def run(config, log=print) -> dict:
     scorer = Trainer.from_config(model, tc, steps)
     test_d = scorer.put({"x": test_x})
     params = state.best_params if tc.use_best else state.params
-    score_all = jax.jit(jax.vmap(lambda p, d: scorer.predict_single(p, d)[1], in_axes=(0, None)))
-    member_errors = np.asarray(score_all(params, test_d), np.float64)  # (members, n_test)
+    member_errors = np.asarray(scorer.errors(params, test_d), np.float64)  # (members, n_test)
     member_errors = scoring.normalize(member_errors, test_x, config.score.normalize)
     member_errors = member_errors.reshape(tc.ensemble_size, len(classes), -1)
     scores = member_errors.mean(0)  # (classes, n_test): ensemble-mean error per one-class model

@@ -135,6 +135,8 @@ class Trainer:
         object.__setattr__(self, "_epoch", jax.jit(
             self._over_members(self.epoch_single), donate_argnums=0, out_shardings=repl))
         object.__setattr__(self, "_predict", jax.jit(self._over_members(self.predict_single), out_shardings=repl))
+        object.__setattr__(self, "_errors", jax.jit(
+            self._over_members(lambda params, data: self.predict_single(params, data)[1]), out_shardings=repl))
 
     def _over_members(self, fn: Callable) -> Callable:
         """``fn(member_state, *data)`` over the leading member axis: one ``vmap``, or chunks of
@@ -311,6 +313,10 @@ class Trainer:
     def predict(self, params, data: Data) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Reconstructions ``(K, N, ...)`` and per-sample errors ``(K, N)`` for every member."""
         return self._predict(params, data)
+
+    def errors(self, params, data: Data) -> jnp.ndarray:
+        """Per-sample errors ``(K, N)`` of every member, without keeping the reconstructions."""
+        return self._errors(params, data)
 
 
 def fit(trainer: Trainer, state: TrainState, train: Data, val: Data, epochs: int,

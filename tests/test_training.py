@@ -60,6 +60,7 @@ def test_members_in_chunks_equal_members_in_one_vmap(ecg_normals, member_data):
         state = fit(trainer, trainer.init([3, 4, 5], (140,)), placed, placed, 3,
                     on_epoch=lambda s, m: logged.append(m["val_loss"]))
         runs[chunk] = state, np.stack(logged), trainer.predict(state.params, placed)[1]
+        np.testing.assert_array_equal(trainer.errors(state.params, placed), runs[chunk][2])
     (full, full_log, full_err), (chunked, chunked_log, chunked_err) = runs[0], runs[2]
     assert full_log.shape == chunked_log.shape == (3, 3)
     assert _max_diff(full.params, chunked.params) < 1e-4
