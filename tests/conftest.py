@@ -46,7 +46,7 @@ def ecg_dir(data_dir) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def sdss_galaxies(data_dir):
     """Three real galaxy spectra on one grid, median-normalised: ``(flux, ivar, mask)``."""
-    from data_prep import sdss
+    from research.data import sdss_fits as sdss
 
     names = ["spec-0266-51602-0001.fits", "spec-0266-51630-0623.fits", "spSpec-51630-0266-637.fit"]
     files = [data_dir / "sdss" / n for n in names]

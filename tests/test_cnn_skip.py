@@ -43,7 +43,7 @@ def test_skip_levels_choose_which_resolutions_are_concatenated():
 
 
 def test_masked_pixels_contribute_nothing_on_real_spectra(data_dir):
-    from data_prep import sdss
+    from research.data import sdss_fits as sdss
 
     files = [data_dir / "sdss" / n for n in ("spec-0266-51602-0013.fits", "spSpec-51630-0266-637.fit")]
     if not all(f.is_file() for f in files):

@@ -9,7 +9,7 @@ from research import injection, residuals
 
 
 def _real_galaxy(data_dir, name="spec-0266-51602-0001.fits"):
-    from data_prep import sdss
+    from research.data import sdss_fits as sdss
 
     path = data_dir / "sdss" / name
     if not path.is_file():

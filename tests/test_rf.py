@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data_prep import rf
+from research.data import rf_iq as rf
 from research.data import rf as rf_data
 from research.errors import InputError
 from research.paths import dataset_dir

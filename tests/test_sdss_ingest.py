@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from data_prep import sdss
-from data_prep import sdss_fetch
+from research.data import sdss_fits as sdss
+from research.data import sdss_fetch
 from research.errors import InputError
 
 SPEC = "spec-0266-51602-0001.fits"

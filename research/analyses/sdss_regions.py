@@ -23,7 +23,7 @@ DETECTOR_KEYS = {"window": ("window_size", "percentile_threshold", "range_mismat
 
 
 def _default_image_dir():
-    from data_prep.sdss_fetch import DEFAULT_CACHE
+    from research.data.sdss_fetch import DEFAULT_CACHE
     return DEFAULT_CACHE / "images"
 
 

@@ -19,7 +19,7 @@ import pathlib
 
 import numpy as np
 
-from data_prep import sdss as ingest_sdss
+from research.data import sdss_fits as ingest_sdss
 from research.data import Dataset, check_finite, limit_rows
 from research.errors import InputError
 from research.paths import REPO_ROOT, dataset_dir
