@@ -43,11 +43,13 @@ def worker_args(description: str, extra=None) -> argparse.Namespace:
 
 
 def load_config(path: str, overrides=()):
-    """``get_config()`` of an experiment file, with ``key=value`` overrides (values as Python literals)."""
+    """``get_config([variant])`` of ``experiments/x.py[:variant]``, with ``key=value`` overrides (values as
+    Python literals)."""
+    path, _, variant = str(path).partition(":")
     spec = importlib.util.spec_from_file_location("bench_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    config = module.get_config(variant) if variant else module.get_config()
     for item in overrides:
         key, value = item.split("=", 1)
         try:

@@ -50,12 +50,6 @@ class Checkpoints:
             raise FileNotFoundError(f"{self.latest.directory}: no checkpoint to resume from")
         return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(like)))
 
-    def restore_best_params(self, like_params):
-        step = self.best.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{self.best.directory}: no best checkpoint")
-        return self.best.restore(step, args=ocp.args.StandardRestore(_abstract(like_params)))
-
     def close(self) -> None:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()

@@ -1,0 +1,58 @@
+"""Command-line helpers: the ``--config`` flag, parsing it with one-line errors, and printing them."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
+                                          lock_config=True)
+PRINT_RUN_DIR = flags.DEFINE_bool("print_run_dir", False, "Print the run directory this command would "
+                                   "use and exit (batch scripts send their logs there).")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with one-line errors for bad config files and unknown or mistyped keys."""
+    path = _config_path(argv)
+    if path is None and not any(a in ("--help", "--helpfull", "-h") for a in argv):
+        fail("--config=experiments/<name>.py is required")
+    if path is not None and not os.path.isfile(path.split(":")[0]):
+        fail(f"{path}: config file not found")
+    try:
+        return flags.FLAGS(argv)
+    except (KeyError, AttributeError) as exc:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        key = (re.findall(r"'([A-Za-z0-9_]+)", text) or ["?"])[0]
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        culprit = [a.split("=")[0] for a in argv[1:]
+                   if a.startswith("--config.") and key in a.split("=")[0].split(".")]
+        fail(f"{culprit[0] if culprit else '--config'}: unknown config key {key!r}"
+              + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+    except (flags.Error, ValueError, TypeError) as exc:
+        fail(first_line(exc))
+    except Exception as exc:  # errors raised while executing the config file itself
+        fail(f"{path}: {first_line(exc)}")
+    return []
