@@ -160,7 +160,8 @@ def _hint(annotation) -> type:
 
 def complete(block, defaults: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """A copy of a config block with every declared key it lacks set to its default."""
-    out = ml_collections.ConfigDict(dict(defaults))
+    out = ml_collections.ConfigDict({k: v.get() if isinstance(v, config_dict.FieldReference) else v
+                                     for k, v in defaults.items()})
     out.update(dict(block))
     return out
 
