@@ -56,3 +56,24 @@ def parse_flags(argv: list[str]) -> list[str]:
     except Exception as exc:  # errors raised while executing the config file itself
         fail(f"{path}: {first_line(exc)}")
     return []
+
+
+def load_config(spec: str, overrides=()):
+    """``get_config([variant])`` of ``experiments/x.py[:variant]`` outside the command line (benchmarks,
+    tests), with ``key=value`` overrides whose values are Python literals."""
+    import ast
+    import importlib.util
+
+    path, _, variant = str(spec).partition(":")
+    module_spec = importlib.util.spec_from_file_location("experiment_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(variant) if variant else module.get_config()
+    for item in overrides:
+        key, value = item.split("=", 1)
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        config.update_from_flattened_dict({key: value})
+    return config

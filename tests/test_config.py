@@ -23,7 +23,7 @@ def _variants(path: pathlib.Path):
 
 
 def _load(path: pathlib.Path, arg):
-    from bench.common import load_config
+    from research.cli import load_config
 
     return load_config(str(path) + (f":{arg}" if arg else ""))
 
