@@ -194,13 +194,29 @@ def _check_block(prefix: str, block: Mapping, declared: Mapping) -> None:
                              f"got {type(value).__name__} {value!r}")
 
 
-OPEN_BLOCKS = ("regions", "baselines", "fsdd_maps")  # analysis options, read (and checked) by their analysis
+def analysis_blocks(names) -> dict[str, dict | None]:
+    """The option block of each listed analysis (``research/analyses/``) -> its ``DEFAULTS`` (None: the
+    analysis checks its own block)."""
+    from research.analyses import ANALYSES
+
+    blocks = {}
+    for name in names or ():
+        if name not in ANALYSES:
+            raise InputError(f"config key analyses: unknown analysis {name!r}; choose from {sorted(ANALYSES)}")
+        module = importlib.import_module(ANALYSES[name].split(":")[0])
+        blocks[getattr(module, "CONFIG_BLOCK", name)] = getattr(module, "DEFAULTS", None)
+    return blocks
 
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Unknown keys, wrong types and out-of-bounds values of a whole config, as one-line errors."""
     schema, config = base_config().to_dict(), config.to_dict()
-    top = {k: v for k, v in config.items() if k not in OPEN_BLOCKS}
+    blocks = analysis_blocks(config.get("analyses"))
+    blocks.setdefault("regions", None)  # the SDSS region detectors' block: checked by research/regions
+    for block, declared in blocks.items():
+        if declared is not None and isinstance(config.get(block), Mapping):
+            _check_block(f"{block}.", config[block], declared)
+    top = {k: v for k, v in config.items() if k not in blocks}
     _check_block("", {k: v for k, v in top.items() if not isinstance(v, Mapping) or k not in schema},
                  {k: v for k, v in schema.items() if not isinstance(v, Mapping)})
     schema["data"].update(data_defaults(config["data"]["name"]))

@@ -162,3 +162,13 @@ def test_unknown_runner(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: config key runner: unknown runner 'streaming'; choose one of ['one_class', 'reconstruction']"
 
+
+
+def test_analysis_options_are_declared_by_their_analysis():
+    from research.cli import load_config
+
+    c = load_config(str(REPO / "experiments" / "rf.py:dense"))
+    c.baselines.pca_componets = 3
+    with pytest.raises(InputError) as exc:
+        resolve(c)
+    assert str(exc.value) == "config key baselines.pca_componets: unknown key (did you mean 'baselines.pca_components'?)"
