@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import pathlib
 import re
 import sys
 
@@ -20,6 +22,23 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def mute_stderr() -> int:
+    """Sends what is still printed to stderr (threads of a failed checkpoint write) to /dev/null; returns a
+    descriptor of the real stderr for the one error line."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    return real
+
+
+def fail_hard(message: str, stderr: int) -> None:
+    """``error: <message>`` on ``stderr`` and exit 2 at once, skipping the interpreter shutdown in which
+    the threads of a failed write would print again."""
+    sys.stdout.flush()
+    os.write(stderr, f"error: {message}\n".encode())
+    os._exit(2)
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -34,13 +53,46 @@ def _config_path(argv: list[str]) -> str | None:
     return None
 
 
+def check_config_file(path: str) -> None:
+    """One line for a config file that is missing, does not parse, or has no ``get_config``."""
+    if not os.path.isfile(path):
+        fail(f"{path}: config file not found")
+    try:
+        tree = ast.parse(pathlib.Path(path).read_text(), path)
+    except SyntaxError as exc:
+        fail(f"{path}:{exc.lineno}: syntax error: {exc.msg}")
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: {first_line(exc)}")
+    if not any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body):
+        fail(f"{path}: no get_config() function (a config file defines get_config(arg=None) returning a ConfigDict)")
+
+
+def describe(exc: BaseException, where: str | None = None) -> str:
+    """``<what>: <why>`` for a failure that is not an :class:`InputError`: the file of an OS error (disk
+    full, permission denied) found anywhere in the exception's chain (``where`` when it names no file),
+    device memory, else the type."""
+    seen, cur = set(), exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.strerror:
+            return f"{cur.filename or where or 'file system'}: {cur.strerror}"
+        cur = cur.__cause__ or cur.__context__
+    text = first_line(exc)
+    if code := re.search(r"\[os_error_code='(\d+)'\]", text):  # tensorstore (orbax) writing a checkpoint
+        where = re.search(r'local file "([^"]+)"', text)
+        return f"{where.group(1) if where else 'checkpoint'}: {os.strerror(int(code.group(1)))}"
+    if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+        return f"device: out of memory ({text[:200]})"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing with one-line errors for bad config files and unknown or mistyped keys."""
     path = _config_path(argv)
     if path is None and not any(a in ("--help", "--helpfull", "-h") for a in argv):
         fail("--config=experiments/<name>.py is required")
-    if path is not None and not os.path.isfile(path.split(":")[0]):
-        fail(f"{path}: config file not found")
+    if path is not None:
+        check_config_file(path.split(":")[0])
     try:
         return flags.FLAGS(argv)
     except (KeyError, AttributeError) as exc:

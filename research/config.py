@@ -82,7 +82,9 @@ def base_config(data: str | None = None, model: str | None = None) -> ml_collect
     c.run = ml_collections.ConfigDict()
     c.run.root = "runs"
     c.run.name = config_dict.placeholder(str)  # None = a timestamp (or the SLURM job id)
-    c.run.resume = False  # continue <run.root>/<experiment>/<run.name> from its latest checkpoint
+    # continue <run.root>/<experiment>/<run.name> from its latest checkpoint: False (a new run; an existing
+    # name is refused), True (a checkpoint is required) or 'auto' (resume if there is one: SLURM requeues)
+    c.run.resume = config_dict.FieldReference(False, field_type=object)
     if data is not None:
         c.data.name = data
         c.data.update(data_defaults(data))
@@ -168,6 +170,8 @@ def complete(block, defaults: Mapping[str, Any]) -> ml_collections.ConfigDict:
 
 def _type_ok(value, default) -> bool:
     if isinstance(default, config_dict.FieldReference):
+        if default.get_type() is object:
+            return True
         default = default.get()
     if default is None or value is None:
         return True
@@ -210,7 +214,7 @@ def analysis_blocks(names) -> dict[str, dict | None]:
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Unknown keys, wrong types and out-of-bounds values of a whole config, as one-line errors."""
-    schema, config = base_config().to_dict(), config.to_dict()
+    schema, config = base_config().to_dict(preserve_field_references=True), config.to_dict()
     blocks = analysis_blocks(config.get("analyses"))
     blocks.setdefault("regions", None)  # the SDSS region detectors' block: checked by research/regions
     for block, declared in blocks.items():

@@ -34,8 +34,15 @@ def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
     ds.train = {k: v[perm[n_val:]] for k, v in ds.train.items()}
 
 
-def prepare_data(config) -> tuple[Dataset, Scaler]:
+def report_skipped(ds: Dataset, log=print) -> None:
+    """Every input file the loader skipped, one line each (they are also in ``run.json`` under ``data``)."""
+    for entry in ds.meta.get("skipped") or ():
+        log(f"skipped {entry}")
+
+
+def prepare_data(config, log=print) -> tuple[Dataset, Scaler]:
     ds = load_dataset(config.data)
+    report_skipped(ds, log)
     if len(ds.train["x"]) == 0:
         raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
     split_validation(ds, config.data.val_fraction, config.seed)
@@ -70,8 +77,9 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     scoring.check_threshold(config.threshold)
     check_analyses(config)
     check_train_config(config.train)
+    pipeline.check(config)
     t_start = time.time()
-    ds, scaler = prepare_data(config)
+    ds, scaler = prepare_data(config, log)
     tc = config.train
     seeds = [config.seed + i for i in range(tc.ensemble_size)]
     result = pipeline.train(

@@ -61,6 +61,7 @@ def run(config, should_stop=None, log=print) -> dict:
     config = resolve(config)
     scoring.check_normalizer(config.score.normalize)
     check_train_config(config.train)
+    pipeline.check(config)
     t_start = time.time()
     dc, tc = config.data, config.train
     classes = tuple(int(c) for c in dc.classes)

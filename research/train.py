@@ -16,7 +16,7 @@ import sys
 
 from absl import app, logging
 
-from research.cli import CONFIG, PRINT_RUN_DIR, fail, first_line, parse_flags
+from research.cli import CONFIG, PRINT_RUN_DIR, describe, fail, fail_hard, first_line, mute_stderr, parse_flags
 from research.errors import InputError
 
 
@@ -32,15 +32,24 @@ def main(argv) -> None:
         return
     import jax  # imported late (with the rest) so --help stays fast
 
-    from research import preemption, runners
+    from research import pipeline, preemption, runners
 
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    # orbax logs every save at INFO and a failed write as several ERROR tracebacks from its threads; the
+    # failure itself ends this command in one line, its traceback in <run dir>/error.log
+    logging.set_verbosity(logging.FATAL)
     stop = preemption.StopFlag().install()
     try:
         runner = runners.get(config.runner)
         summary = runner.run(config, should_stop=stop)
     except InputError as exc:
+        pipeline.record_failure(exc)
+        pipeline.release()
         fail(str(exc))
+    except Exception as exc:  # disk full, permission denied, a damaged checkpoint, device memory: one line
+        stderr = mute_stderr()
+        where = pipeline.record_failure(exc)
+        fail_hard(describe(exc, pipeline.run_name()) + (f" (traceback in {where})" if where else ""), stderr)
+    pipeline.release()
     if "stopped_at_epoch" in summary:
         if jax.process_index() == 0:
             print(f"stopped at epoch {summary['stopped_at_epoch']}: {summary['run_dir']}")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -33,7 +32,11 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 # ---- job naming (no cluster needed) -----------------------------------------------------------
 def _config(name=None):
-    return ml_collections.ConfigDict({"run": {"name": name, "resume": False}})
+    from research.config import base_config
+
+    config = base_config()
+    config.run.name = name
+    return config
 
 
 def test_run_is_named_after_the_job_and_a_requeued_job_resumes():
@@ -44,12 +47,12 @@ def test_run_is_named_after_the_job_and_a_requeued_job_resumes():
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42"})
     assert (config.run.name, config.run.resume) == ("42", False)
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "2"})
-    assert (config.run.name, config.run.resume) == ("42", True)
+    assert (config.run.name, config.run.resume) == ("42", "auto")
     config = _config("mine")
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42"})
     assert (config.run.name, config.run.resume) == ("mine", False)
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "1"})
-    assert (config.run.name, config.run.resume) == ("mine", True)
+    assert (config.run.name, config.run.resume) == ("mine", "auto")
 
 
 def test_summary_lists_unfinished_and_missing_tasks(tmp_path):

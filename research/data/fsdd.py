@@ -41,11 +41,13 @@ def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.nda
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
             rate, data = wavfile.read(path)
     except (ValueError, OSError, EOFError, struct.error) as exc:
         raise InputError(f"{path}: not a readable WAV file ({str(exc).splitlines()[0]})") from None
+    if eof := [str(w.message) for w in caught if "EOF" in str(w.message)]:
+        raise InputError(f"{path}: truncated WAV file ({eof[0]})")
     if rate != sample_rate:
         raise InputError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
     if data.ndim != 1:

@@ -118,6 +118,10 @@ def load(cfg) -> Dataset:
     anomalies = tuple(cfg.anomaly_devices) or tuple(sorted(set(frames) - set(normal)))
     for name in normal + anomalies:
         if name not in frames:
+            cause = [reason for entry in source_meta["skipped"] for file, reason in [entry.split(": ", 1)]
+                     if pathlib.Path(file).stem == name]
+            if cause:
+                raise InputError(f"{cause[0]} (a capture that config key data.normal_devices/anomaly_devices needs)")
             raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
                              f"{source_meta['source']} (sources: {sorted(frames)})")
     if overlap := set(normal) & set(anomalies):
