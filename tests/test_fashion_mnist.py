@@ -218,3 +218,23 @@ def test_seed_experiment_smoke_run(tmp_path):
     assert top[0]["error"] == pytest.approx(scores.max(), rel=1e-6)
     assert {p.name for p in (run_dir / "plots").iterdir()} >= {
         "originals_over_recon.png", "highest_errors.png", "error_hist.png", "examples.png", "loss.png"}
+
+
+@pytest.mark.slow
+@pytest.mark.data("fashion_mnist")
+def test_one_class_run_stops_and_resumes_to_the_uninterrupted_result(tmp_path):
+    # the one-class runner trains through research.pipeline: preemption and resume come with it
+    from research.one_class import run
+
+    stopped = run(_one_class_config(tmp_path), should_stop=lambda: True, log=lambda *_: None)
+    assert stopped["stopped_at_epoch"] == 1
+    config = _one_class_config(tmp_path)
+    config.run.resume = True
+    resumed = run(config, log=lambda *_: None)
+    config = _one_class_config(tmp_path)
+    config.run.name = "reference"
+    reference = run(config, log=lambda *_: None)
+    assert resumed["epochs"] == reference["epochs"] == 3
+    assert resumed["roc_auc"] == reference["roc_auc"]
+    log = (tmp_path / "fashion_mnist_one_class_dense" / "t" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in log] == [1, 2, 3]
