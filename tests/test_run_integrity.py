@@ -54,6 +54,7 @@ def test_reusing_a_run_name_without_resume_refuses_and_changes_nothing(finished,
     assert _tree_hash(run) == before
 
 
+@pytest.mark.slow
 @pytest.mark.data("ecg5000")
 def test_a_locked_run_directory_refuses_and_changes_nothing(finished, tmp_path):
     run = _copy(finished, tmp_path)
@@ -79,6 +80,7 @@ def test_resume_mode_is_checked(tmp_path):
     _one_line(proc, "config key run.resume: must be False, True or 'auto', got 'maybe'")
 
 
+@pytest.mark.slow
 @pytest.mark.data("ecg5000")
 def test_resume_with_a_changed_model_refuses_naming_the_keys(finished, tmp_path):
     run = _copy(finished, tmp_path)
