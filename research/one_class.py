@@ -21,7 +21,8 @@ import numpy as np
 from absl import app, flags, logging
 from sklearn.metrics import roc_auc_score
 
-from research import image_plots, plots, scoring
+from research import plots, scoring
+from research.plots import images as image_plots
 from research.checkpoints import Checkpoints
 from research.config import resolve
 from research.data.fashion_mnist import CLASS_NAMES, SHORT_NAMES, folder_of, read_split

@@ -22,9 +22,7 @@ import numpy as np
 from research.data import sdss_fits as ingest_sdss
 from research.data import Dataset, check_finite, limit_rows
 from research.errors import InputError
-from research.paths import REPO_ROOT, dataset_dir
-
-DEFAULT_CACHE = REPO_ROOT / "cache" / "sdss"
+from research.paths import SDSS_CACHE, dataset_dir
 
 
 def _pair(value):
@@ -98,12 +96,12 @@ def load(cfg) -> Dataset:
     if cfg.get("path"):
         path = pathlib.Path(cfg.path).expanduser()
         if path.is_dir():
-            path = cached_ingest(path, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+            path = cached_ingest(path, pathlib.Path(cfg.get("cache_dir") or SDSS_CACHE), ingest_options(cfg))
     else:
         folder = dataset_dir("sdss", cfg.get("root"))
         if not folder.is_dir():
             raise InputError(f"{folder}: SDSS folder not found (set config key data.root or data.path)")
-        path = cached_ingest(folder, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+        path = cached_ingest(folder, pathlib.Path(cfg.get("cache_dir") or SDSS_CACHE), ingest_options(cfg))
     arrays, cat = ingest_sdss.load_ingested(path)
     flux, ivar, mask = arrays["flux"], arrays["ivar"], arrays["mask"].astype(bool)
     check_finite(flux, f"{path}: flux")
