@@ -1,5 +1,5 @@
 """The window rule (:mod:`research.regions.window`) as a plain loop over spectra and windows: the
-reference that the compiled detector is tested against, and the baseline ``bench/regions.py`` times."""
+reference that the compiled detector is tested against, and the baseline ``python -m bench.regions`` times."""
 
 from __future__ import annotations
 
