@@ -198,3 +198,22 @@ def test_a_dataset_loader_in_one_file_and_one_registry_line_loads_through_resear
     assert len(split.val["x"]) + len(split.train["x"]) == n_normal // 2 and len(split.val["x"]) > 0
     rebuilt = np.concatenate([split.train["x"], split.val["x"]])
     assert sorted(map(tuple, rebuilt)) == sorted(map(tuple, ds.train["x"]))
+
+
+def test_region_keys_of_the_sdss_config_are_the_declared_ones():
+    import importlib.util
+
+    from research.analyses.sdss_regions import check, declared
+    from research.errors import InputError
+
+    spec = importlib.util.spec_from_file_location("sdss_config", REPO / "experiments" / "sdss_cnn_skip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    assert set(config.regions) <= set(declared()) and check(config) == config.regions.method
+    assert declared()["significance"] == (5.0, "a pixel is flagged where a window's |summed residual| exceeds "
+                                                 "this many sigma")
+    config.regions.significanse = 3.0
+    with pytest.raises(InputError) as err:
+        check(config)
+    assert str(err.value) == "config key regions.significanse: unknown key (did you mean 'regions.significance'?)"

@@ -9,14 +9,34 @@ the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jp
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
+from research.errors import InputError
 from research.paths import SDSS_CACHE
-from research.regions import check_method, detect, json_number, uses_ivar
+from research.regions import DETECTORS, check_method, detect, detector, json_number, uses_ivar
 from research.regions.plots import find_image, plot_spectrum
-from research.regions.registry import params_of
+from research.regions.registry import PREPROCESS, params_of
 from research.regions.residuals import preprocess
 from research.rundir import unique_path, write_json
+
+OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
+    "method": ("window", "the region detector: a name in research/regions/registry.py DETECTORS"),
+    "only_anomalous": (False, "figures only for the flagged spectra"),
+    "sample_n": (0, "figures for a seeded sample of this many of the selected spectra; 0 = all"),
+    "seed": (0, "seed of that sample"),
+    "image_dir": (None, "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
+}
+
+
+def declared() -> dict[str, tuple]:
+    """Every key ``config.regions`` may set -> ``(default, comment)``: this analysis's options, the shared
+    residual preprocessing and the parameters of every registered detector."""
+    keys = {**OPTIONS, **PREPROCESS}
+    for name in DETECTORS:
+        keys.update(detector(name).schema())
+    return keys
 
 
 def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) -> np.ndarray:
@@ -28,8 +48,17 @@ def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) ->
 
 
 def check(config) -> str:
-    """The configured detector method; a one-line error before training when it is unknown."""
-    return check_method((config.get("regions") or {}).get("method") or "window")
+    """The configured detector method; a one-line error before training when it or a key of
+    ``config.regions`` is unknown."""
+    cfg = config.get("regions") or {}
+    method = check_method(cfg.get("method") or "window")
+    known = declared()
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {'regions.' + close[0]!r}?)" if close else ""
+            raise InputError(f"config key regions.{key}: unknown key{hint}")
+    return method
 
 
 def run(ctx) -> dict:
