@@ -21,6 +21,7 @@ from research.regions.registry import PREPROCESS, params_of
 from research.regions.residuals import preprocess
 from research.rundir import unique_path, write_json
 
+CONFIG_BLOCK = "regions"  # the config block this analysis reads; check() refuses keys no one declared
 OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
     "method": ("window", "the region detector: a name in research/regions/registry.py DETECTORS"),
     "only_anomalous": (False, "figures only for the flagged spectra"),
