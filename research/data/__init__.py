@@ -85,12 +85,20 @@ def split_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
                                train={k: v[perm[n_val:]] for k, v in ds.train.items()})
 
 
-def prepare_data(config):
-    """The configured dataset, split for validation, limited to ``data.limit`` rows per split (seeded) and
-    scaled by a :class:`~research.data.scaling.Scaler` fitted on the training split: ``(dataset, scaler)``."""
+def report_skipped(ds: Dataset, log=print) -> None:
+    """Every input file the loader skipped, one line each (they are also in ``run.json`` under ``data``)."""
+    for entry in ds.meta.get("skipped") or ():
+        log(f"skipped {entry}")
+
+
+def prepare_data(config, log=print):
+    """The configured dataset (skipped input files reported through ``log``), split for validation, limited
+    to ``data.limit`` rows per split (seeded) and scaled by a :class:`~research.data.scaling.Scaler` fitted on
+    the training split: ``(dataset, scaler)``."""
     from research.data.scaling import Scaler
 
     ds = load_dataset(config.data)
+    report_skipped(ds, log)
     if len(ds.train["x"]) == 0:
         raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
     ds = split_validation(ds, config.data.val_fraction, config.seed)
