@@ -50,7 +50,7 @@ def load_config(path: str, overrides=()):
 def prepare(config):
     """The experiment's own data pipeline (loader, validation split, scaling)."""
     from research.config import resolve
-    from research.experiment import prepare_data
+    from research.data import prepare_data
 
     ds, _ = prepare_data(resolve(config))
     return ds

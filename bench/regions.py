@@ -8,8 +8,8 @@ compiled (or loaded from numba's cache) by an untimed warm-up call first. The lo
 (said in the table). Both use the seed parameters and are checked to give identical outputs on the
 subset. Peak memory is the detector's own allocations (tracemalloc; the inputs are allocated before).
 
-    python bench/regions.py                    # 100,000 x 4,000, writes bench/results/regions.md
-    python bench/regions.py --n 5000 --loop-n 200
+    python -m bench.regions                    # 100,000 x 4,000, writes bench/results/regions.md
+    python -m bench.regions --n 5000 --loop-n 200
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ import tracemalloc
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from research.regions import detect_regions, detect_regions_loop  # noqa: E402
+from research.paths import REPO_ROOT
+from research.regions import detect_regions, detect_regions_loop
 
 OUTPUTS = ("window_flags", "spectrum", "start", "end", "scores", "flags", "abs_threshold", "rel_threshold")
 
@@ -80,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--loop-n", type=int, default=1000, help="spectra the loop is timed on")
     parser.add_argument("--chunks", default="256,1024,4096")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "regions.md"))
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "regions.md"))
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -119,7 +117,7 @@ def main(argv=None) -> int:
     chunk_bytes = args.length * 4
     lines = [
         f"## Region detection: {args.n:,} spectra x {args.length:,} pixels (seed parameters)", "",
-        f"`python bench/regions.py --n {args.n} --length {args.length} --loop-n {args.loop_n}` on "
+        f"`python -m bench.regions --n {args.n} --length {args.length} --loop-n {args.loop_n}` on "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), Python "
         f"{platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}. The loop runs on one "
         f"thread (numpy, no BLAS in the detector); the compiled kernel on the numba threads in the table "
@@ -136,7 +134,7 @@ def main(argv=None) -> int:
                      f"({peak / (chunk * chunk_bytes):.1f}x one float32 chunk) |")
     lines += ["", f"Outputs (window flags, regions, scores, flags, thresholds) identical to the loop on the {k:,} "
               f"timed spectra: {'yes' if same else 'NO'}. Flagged spectra: {rows[-1][4]:,}, regions: {rows[-1][5]:,}. "
-              "Compiling the kernel (or loading it from numba's cache in `research/__pycache__`) took "
+              "Compiling the kernel (or loading it from numba's cache in `research/regions/__pycache__`) took "
               f"{compile_s:.1f} s in an untimed warm-up call before the timings. Peak memory grows with the chunk, not with the number "
               f"of spectra (the input arrays, {(original.nbytes + recon.nbytes) / 2**30:.1f} GiB, are allocated "
               "before tracing; the kernel's scratch is 3 float32 rows per spectrum of a chunk; the outputs are "

@@ -45,14 +45,14 @@ def one_step(trainer, state, train):
     return step, (state, batch, jax.random.key(0))
 
 
-def step_costs(trainer, state, train) -> dict:
+def step_costs(trainer, state, train, time_products: bool = True) -> dict:
     """XLA's flop count of one training step (a ``lax.scan`` body is counted once, so the epoch is not
-    asked) and the seconds its matrix products take alone (:mod:`bench.matmul_floor`). With
-    ``member_chunk`` the members run in chunks one after another: each chunk's step is costed and
-    the costs added up."""
+    asked) and the seconds its matrix products take alone (:mod:`bench.matmul_floor`; None without
+    ``time_products``, which only counts them). With ``member_chunk`` the members run in chunks one
+    after another: each chunk's step is costed and the costs added up."""
     import jax
 
-    from bench.matmul_floor import matmul_floor
+    from bench.matmul_floor import _products, matmul_floor
 
     k = len(state.seed)
     chunk = min(trainer.member_chunk or k, k)
@@ -64,11 +64,13 @@ def step_costs(trainer, state, train) -> dict:
         step, args = one_step(trainer, part, data)
         cost = jax.jit(step).lower(*args).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
-        floor = matmul_floor(step, *args)
+        floor = (matmul_floor(step, *args) if time_products else
+                 {"seconds": 0.0, "count": len(list(_products(jax.make_jaxpr(step)(*args).jaxpr)))})
         flops += times * float(cost.get("flops", 0.0))
         seconds += times * floor["seconds"]
         count += times * floor["count"]
-    return {"flops_per_step": flops, "matmul_seconds_per_step": seconds, "matmuls_per_step": int(count)}
+    return {"flops_per_step": flops, "matmul_seconds_per_step": seconds if time_products else None,
+            "matmuls_per_step": int(count)}
 
 
 def time_jax(config, ds, args) -> dict:

@@ -153,6 +153,12 @@ def model_defaults(name: str) -> dict:
             if f.name not in ("parent", "name") and f.default is not dataclasses.MISSING}
 
 
+def with_defaults(cfg, defaults: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """``config.data`` with every key it lacks (common or the loader's ``DEFAULTS``) at its default; loaders
+    call it on the block they are given."""
+    return complete(cfg, {**base_config().data.to_dict(), **defaults})
+
+
 def _hint(annotation) -> type:
     """The type a ``None``-default model field takes from the command line (``int | None`` -> int)."""
     text = str(annotation)

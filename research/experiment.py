@@ -11,53 +11,9 @@ import numpy as np
 from research import pipeline, plots, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
-from research.data import Dataset, limit_rows, load_dataset
-from research.data.scaling import Scaler
-from research.errors import InputError
+from research.data import prepare_data
 from research.metrics import classification_metrics
 from research.training import check_train_config
-
-
-def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
-    """Holds out a seeded fraction of the (normal) training split; fraction 0 validates on train."""
-    if ds.val is not None:
-        return
-    n = len(ds.train["x"])
-    if fraction <= 0:
-        ds.val = dict(ds.train)
-        return
-    n_val = max(1, int(round(fraction * n)))
-    if n_val >= n:
-        raise InputError(f"config key data.val_fraction: {fraction} leaves no training rows (of {n})")
-    perm = np.random.default_rng(seed).permutation(n)
-    ds.val = {k: v[perm[:n_val]] for k, v in ds.train.items()}
-    ds.train = {k: v[perm[n_val:]] for k, v in ds.train.items()}
-
-
-def report_skipped(ds: Dataset, log=print) -> None:
-    """Every input file the loader skipped, one line each (they are also in ``run.json`` under ``data``)."""
-    for entry in ds.meta.get("skipped") or ():
-        log(f"skipped {entry}")
-
-
-def prepare_data(config, log=print) -> tuple[Dataset, Scaler]:
-    ds = load_dataset(config.data)
-    report_skipped(ds, log)
-    if len(ds.train["x"]) == 0:
-        raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
-    split_validation(ds, config.data.val_fraction, config.seed)
-    limit = config.data.limit
-    ds.train = limit_rows(ds.train, limit, config.seed)
-    ds.val = limit_rows(ds.val, limit, config.seed)
-    if limit and len(ds.test["x"]) > limit:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(ds.test["x"]), limit, replace=False))
-        ds.test = {k: v[keep] for k, v in ds.test.items()}
-        ds.test_labels = None if ds.test_labels is None else ds.test_labels[keep]
-        ds.test_ids = None if ds.test_ids is None else [ds.test_ids[i] for i in keep]
-    scaler = Scaler.fit(config.data.scaling, ds.train["x"], ds.train.get("mask"))
-    for split in (ds.train, ds.val, ds.test):
-        split["x"] = scaler.transform(split["x"])
-    return ds, scaler
 
 
 def member_metrics(member_errors: dict, labels: np.ndarray, th) -> dict:

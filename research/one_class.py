@@ -16,7 +16,8 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from research import image_plots, pipeline, plots, scoring
+from research import pipeline, plots, scoring
+from research.plots import images as image_plots
 from research.config import resolve
 from research.data.fashion_mnist import CLASS_NAMES, SHORT_NAMES, folder_of, read_split
 from research.errors import InputError

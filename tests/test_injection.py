@@ -4,7 +4,7 @@ injection evaluation on real spectra."""
 import numpy as np
 import pytest
 
-from research import injection
+from research.regions import injection
 from research.regions import Regions
 
 

@@ -4,9 +4,9 @@ with injected features."""
 import numpy as np
 import pytest
 
-from research import injection
+from research.regions import injection
 from research.errors import InputError
-from research.matched_filter import detect_significant_regions
+from research.regions.matched_filter import detect_significant_regions
 from research.regions import detect
 
 

@@ -1,11 +1,11 @@
-"""Residual preprocessing (research/residuals.py): the smooth part of a model misfit goes, a narrow
+"""Residual preprocessing (research/regions/residuals.py): the smooth part of a model misfit goes, a narrow
 injected feature stays, masked pixels are ignored; and the detector uses it through the injection
 evaluation's detector dict."""
 
 import numpy as np
 import pytest
 
-from research import injection, residuals
+from research.regions import injection, residuals
 
 
 def _real_galaxy(data_dir, name="spec-0266-51602-0001.fits"):

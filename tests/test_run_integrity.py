@@ -215,7 +215,7 @@ def test_config_file_with_a_syntax_error_names_the_line(tmp_path):
 @pytest.mark.data("fsdd")
 def test_truncated_and_unreadable_wavs_are_skipped_and_reported(data_dir, tmp_path, capsys):
     from research.data import fsdd
-    from research.experiment import report_skipped
+    from research.data import report_skipped
 
     src = data_dir / "fsdd" / "recordings"
     for f in sorted(src.glob("6_george_*.wav"))[:8] + sorted(src.glob("*_lucas_*.wav"))[:20]:

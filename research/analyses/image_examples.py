@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from research import image_plots
+from research.plots import images as image_plots
 
 
 def run(ctx) -> dict:

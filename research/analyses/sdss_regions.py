@@ -1,30 +1,43 @@
 """Anomalous wavelength regions of the test spectra: detection, per-spectrum figures, metadata JSON.
 
-Options in ``config.regions``: ``method`` ('window': the seed rule of :mod:`research.regions`;
-'matched_filter': :mod:`research.matched_filter`) and its parameters, ``noise_units``,
-``detrend_width`` / ``noise_width`` (residual preprocessing, :mod:`research.residuals`; 0 = off),
+Options in ``config.regions``: ``method`` (a detector of :mod:`research.regions.registry`: 'window',
+the seed rule, or 'matched_filter') and the parameters it declares, ``noise_units``,
+``detrend_width`` / ``noise_width`` (residual preprocessing, :mod:`research.regions.residuals`; 0 = off),
 ``only_anomalous`` (figures only for flagged spectra), ``sample_n`` / ``seed`` (a seeded sample of
 the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jpg``).
 """
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
-from research.regions import check_method, detect, json_number, uses_ivar
-from research.residuals import preprocess
+from research.errors import InputError
+from research.paths import SDSS_CACHE
+from research.regions import DETECTORS, check_method, detect, detector, json_number, uses_ivar
+from research.regions.plots import find_image, plot_spectrum
+from research.regions.registry import PREPROCESS, params_of
+from research.regions.residuals import preprocess
 from research.rundir import unique_path, write_json
-from research.spectrum_plots import find_image, plot_spectrum
 
-DETECTOR_KEYS = {"window": ("window_size", "percentile_threshold", "range_mismatch_factor", "overall_anomaly_threshold",
-                            "threshold_scope", "abs_threshold", "rel_threshold", "chunk_size"),
-                 "matched_filter": ("scales", "significance", "local_scale_block", "min_coverage",
-                                    "merge_gap", "overall_anomaly_threshold", "chunk_size")}
+CONFIG_BLOCK = "regions"  # the config block this analysis reads; check() refuses keys no one declared
+OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
+    "method": ("window", "the region detector: a name in research/regions/registry.py DETECTORS"),
+    "only_anomalous": (False, "figures only for the flagged spectra"),
+    "sample_n": (0, "figures for a seeded sample of this many of the selected spectra; 0 = all"),
+    "seed": (0, "seed of that sample"),
+    "image_dir": (None, "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
+}
 
 
-def _default_image_dir():
-    from research.data.sdss_fetch import DEFAULT_CACHE
-    return DEFAULT_CACHE / "images"
+def declared() -> dict[str, tuple]:
+    """Every key ``config.regions`` may set -> ``(default, comment)``: this analysis's options, the shared
+    residual preprocessing and the parameters of every registered detector."""
+    keys = {**OPTIONS, **PREPROCESS}
+    for name in DETECTORS:
+        keys.update(detector(name).schema())
+    return keys
 
 
 def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) -> np.ndarray:
@@ -36,8 +49,17 @@ def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) ->
 
 
 def check(config) -> str:
-    """The configured detector method; a one-line error before training when it is unknown."""
-    return check_method((config.get("regions") or {}).get("method") or "window")
+    """The configured detector method; a one-line error before training when it or a key of
+    ``config.regions`` is unknown."""
+    cfg = config.get("regions") or {}
+    method = check_method(cfg.get("method") or "window")
+    known = declared()
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {'regions.' + close[0]!r}?)" if close else ""
+            raise InputError(f"config key regions.{key}: unknown key{hint}")
+    return method
 
 
 def run(ctx) -> dict:
@@ -54,15 +76,14 @@ def run(ctx) -> dict:
     # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
     # the figures show this reconstruction, the one the detector compares with
     recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
-    params = {k: cfg[k] for k in DETECTOR_KEYS[method] if cfg.get(k) is not None}
-    regions = detect(x, recon, mask, ds.axis, method=method, ivar=ivar, **params)
+    regions = detect(x, recon, mask, ds.axis, method=method, ivar=ivar, **params_of(method, cfg))
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
     catalogue = ds.meta.get("catalogue", {})
     labels = ds.test_labels
     seed = int(cfg.get("seed", 0))
     chosen = select(regions.flags, bool(cfg.get("only_anomalous")), int(cfg.get("sample_n") or 0), seed)
-    image_dir = cfg.get("image_dir") or _default_image_dir()
+    image_dir = cfg.get("image_dir") or SDSS_CACHE / "images"
 
     def describe(i):
         d = {"index": int(i), "id": ids[i], **catalogue.get(ids[i], {}), "score": float(regions.scores[i]),

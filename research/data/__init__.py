@@ -69,8 +69,47 @@ def limit_rows(arrays: dict[str, np.ndarray], limit: int | None, seed: int = 0) 
     return {k: v[keep] for k, v in arrays.items()}
 
 
-def with_defaults(cfg, defaults: dict):
-    """``config.data`` with every key it lacks (common or the loader's ``DEFAULTS``) at its default."""
-    from research.config import base_config, complete
+def split_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """``ds`` with a seeded fraction of its (normal) training split held out for validation; fraction 0
+    validates on the training split itself. A dataset with its own validation split comes back as it is."""
+    if ds.val is not None:
+        return ds
+    n = len(ds.train["x"])
+    if fraction <= 0:
+        return dataclasses.replace(ds, val=dict(ds.train))
+    n_val = max(1, int(round(fraction * n)))
+    if n_val >= n:
+        raise InputError(f"config key data.val_fraction: {fraction} leaves no training rows (of {n})")
+    perm = np.random.default_rng(seed).permutation(n)
+    return dataclasses.replace(ds, val={k: v[perm[:n_val]] for k, v in ds.train.items()},
+                               train={k: v[perm[n_val:]] for k, v in ds.train.items()})
 
-    return complete(cfg, {**base_config().data.to_dict(), **defaults})
+
+def report_skipped(ds: Dataset, log=print) -> None:
+    """Every input file the loader skipped, one line each (they are also in ``run.json`` under ``data``)."""
+    for entry in ds.meta.get("skipped") or ():
+        log(f"skipped {entry}")
+
+
+def prepare_data(config, log=print):
+    """The configured dataset (skipped input files reported through ``log``), split for validation, limited
+    to ``data.limit`` rows per split (seeded) and scaled by a :class:`~research.data.scaling.Scaler` fitted on
+    the training split: ``(dataset, scaler)``."""
+    from research.data.scaling import Scaler
+
+    ds = load_dataset(config.data)
+    report_skipped(ds, log)
+    if len(ds.train["x"]) == 0:
+        raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
+    ds = split_validation(ds, config.data.val_fraction, config.seed)
+    limit = config.data.limit
+    test, test_labels, test_ids = ds.test, ds.test_labels, ds.test_ids
+    if limit and len(test["x"]) > limit:
+        keep = np.sort(np.random.default_rng(config.seed).choice(len(test["x"]), limit, replace=False))
+        test = {k: v[keep] for k, v in test.items()}
+        test_labels = None if test_labels is None else test_labels[keep]
+        test_ids = None if test_ids is None else [test_ids[i] for i in keep]
+    train, val = limit_rows(ds.train, limit, config.seed), limit_rows(ds.val, limit, config.seed)
+    scaler = Scaler.fit(config.data.scaling, train["x"], train.get("mask"))
+    train, val, test = ({**split, "x": scaler.transform(split["x"])} for split in (train, val, test))
+    return dataclasses.replace(ds, train=train, val=val, test=test, test_labels=test_labels, test_ids=test_ids), scaler

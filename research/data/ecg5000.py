@@ -6,7 +6,8 @@ import pathlib
 
 import numpy as np
 
-from research.data import Dataset, check_finite, with_defaults
+from research.config import with_defaults
+from research.data import Dataset, check_finite
 from research.errors import InputError
 from research.paths import dataset_dir
 

@@ -20,7 +20,8 @@ import zlib
 import numpy as np
 from ml_collections.config_dict import placeholder
 
-from research.data import Dataset, limit_rows, with_defaults
+from research.config import with_defaults
+from research.data import Dataset, limit_rows
 from research.errors import InputError
 from research.paths import dataset_dir
 

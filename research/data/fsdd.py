@@ -25,7 +25,8 @@ import warnings
 import numpy as np
 from scipy.io import wavfile
 
-from research.data import Dataset, limit_rows, with_defaults
+from research.config import with_defaults
+from research.data import Dataset, limit_rows
 from research.errors import InputError
 from research.paths import dataset_dir
 

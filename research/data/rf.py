@@ -28,7 +28,8 @@ import pathlib
 import numpy as np
 
 from research.data.rf_iq import frames_from_folder, frequency_axis, read_frames_zip
-from research.data import Dataset, limit_rows, with_defaults
+from research.config import with_defaults
+from research.data import Dataset, limit_rows
 from research.errors import InputError
 from research.paths import dataset_dir
 

@@ -20,12 +20,11 @@ import pathlib
 import numpy as np
 from ml_collections.config_dict import placeholder
 
-from research.data import Dataset, check_finite, limit_rows, with_defaults
+from research.config import with_defaults
+from research.data import Dataset, check_finite, limit_rows
 from research.data import sdss_fits as ingest_sdss
 from research.errors import InputError
-from research.paths import REPO_ROOT, dataset_dir
-
-DEFAULT_CACHE = REPO_ROOT / "cache" / "sdss"
+from research.paths import SDSS_CACHE, dataset_dir
 
 
 DEFAULTS = {
@@ -118,12 +117,12 @@ def load(cfg) -> Dataset:
     if cfg.path:
         path = pathlib.Path(cfg.path).expanduser()
         if path.is_dir():
-            path = cached_ingest(path, pathlib.Path(cfg.cache_dir or DEFAULT_CACHE), ingest_options(cfg))
+            path = cached_ingest(path, pathlib.Path(cfg.cache_dir or SDSS_CACHE), ingest_options(cfg))
     else:
         folder = dataset_dir("sdss", cfg.root)
         if not folder.is_dir():
             raise InputError(f"{folder}: SDSS folder not found (set config key data.root or data.path)")
-        path = cached_ingest(folder, pathlib.Path(cfg.cache_dir or DEFAULT_CACHE), ingest_options(cfg))
+        path = cached_ingest(folder, pathlib.Path(cfg.cache_dir or SDSS_CACHE), ingest_options(cfg))
     arrays, cat = ingest_sdss.load_ingested(path)
     flux, ivar, mask = arrays["flux"], arrays["ivar"], arrays["mask"].astype(bool)
     check_finite(flux, f"{path}: flux")

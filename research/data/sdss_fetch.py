@@ -21,9 +21,8 @@ import urllib.parse
 import urllib.request
 
 from research.errors import InputError
-from research.paths import REPO_ROOT
+from research.paths import SDSS_CACHE
 
-DEFAULT_CACHE = REPO_ROOT / "cache" / "sdss"
 CUTOUT_URL = "https://skyserver.sdss.org/dr{dr}/SkyServerWS/ImgCutout/getjpeg"
 
 
@@ -60,7 +59,7 @@ def image_path(cache_dir, spectrum_id: str) -> pathlib.Path:
     return pathlib.Path(cache_dir) / "images" / f"{spectrum_id}.jpg"
 
 
-def fetch_spectrum(plate: int, mjd: int, fiber: int, cache_dir=DEFAULT_CACHE, data_release: int = 17,
+def fetch_spectrum(plate: int, mjd: int, fiber: int, cache_dir=SDSS_CACHE, data_release: int = 17,
                    timeout: int = 60) -> pathlib.Path:
     """The cached ``spec-PLATE-MJD-FIBER.fits``, downloaded with astroquery if not yet cached."""
     cache_dir = pathlib.Path(cache_dir)
@@ -80,7 +79,7 @@ def fetch_spectrum(plate: int, mjd: int, fiber: int, cache_dir=DEFAULT_CACHE, da
     return path
 
 
-def fetch_by_position(ra: float, dec: float, radius_arcsec: float = 3.0, cache_dir=DEFAULT_CACHE,
+def fetch_by_position(ra: float, dec: float, radius_arcsec: float = 3.0, cache_dir=SDSS_CACHE,
                       data_release: int = 17, timeout: int = 60) -> list[pathlib.Path]:
     """Every SDSS spectrum within ``radius_arcsec`` of (ra, dec), cached."""
     import astropy.units as u
@@ -99,7 +98,7 @@ def fetch_by_position(ra: float, dec: float, radius_arcsec: float = 3.0, cache_d
             for row in table]
 
 
-def fetch_image(ra: float, dec: float, spectrum_id: str, cache_dir=DEFAULT_CACHE, data_release: int = 17,
+def fetch_image(ra: float, dec: float, spectrum_id: str, cache_dir=SDSS_CACHE, data_release: int = 17,
                 scale: float = 0.2, size: int = 256, timeout: int = 60) -> pathlib.Path:
     """A ``size`` x ``size`` px colour cutout (``scale`` arcsec/px) from the SkyServer, cached as ``<id>.jpg``."""
     cache_dir = pathlib.Path(cache_dir)
@@ -121,7 +120,7 @@ def fetch_image(ra: float, dec: float, spectrum_id: str, cache_dir=DEFAULT_CACHE
     return path
 
 
-def fetch_images_for_catalogue(catalogue_csv, cache_dir=DEFAULT_CACHE, log=print) -> list[pathlib.Path]:
+def fetch_images_for_catalogue(catalogue_csv, cache_dir=SDSS_CACHE, log=print) -> list[pathlib.Path]:
     """Cutouts for every row (id, ra, dec) of an ingested catalogue; stops at the first network failure."""
     from research.data.sdss_fits import read_catalogue
 
@@ -136,7 +135,7 @@ def fetch_images_for_catalogue(catalogue_csv, cache_dir=DEFAULT_CACHE, log=print
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.sdss_fetch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default: %(default)s)")
+    parser.add_argument("--cache", default=str(SDSS_CACHE), help="cache folder (default: %(default)s)")
     parser.add_argument("--data-release", type=int, default=17)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("spectrum", help="one spectrum by plate/mjd/fiber")

@@ -24,8 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from research.errors import InputError
-from research.regions import Regions, detect as detect_with, uses_ivar
-from research.residuals import preprocess
+from research.regions.base import Regions
+from research.regions.registry import detect as detect_with, uses_ivar
+from research.regions.residuals import preprocess
 
 KINDS = ("emission", "absorption", "dropout")
 DEFAULT_WIDTHS = {"emission": (2.0, 5.0), "absorption": (5.0, 12.0), "dropout": (20.0, 80.0)}
@@ -224,21 +225,12 @@ def score_trials(trials: Sequence[Trial], x, ivar, mask, clean_recon, detector: 
     return rows
 
 
-def evaluate(x: np.ndarray, ivar: np.ndarray, mask: np.ndarray, reconstruct: Callable[[np.ndarray], np.ndarray],
-             amplitudes: Sequence[float], kinds: Sequence[str] = KINDS, copies: int = 10, seed: int = 0,
-             detector: dict | None = None, widths: dict | None = None) -> list[dict]:
-    """Injects, reconstructs, detects and scores: rows of :func:`score_trials`."""
-    trials = make_trials(x, ivar, mask, reconstruct, amplitudes, kinds, copies, seed, widths)
-    return score_trials(trials, x, ivar, mask, np.asarray(reconstruct(x)), detector, kinds)
-
-
 def detect(x, recon, mask, ivar, detector: dict, axis=None) -> Regions:
-    """The region detector a dict describes: ``method='window'`` (default) is ``detect_regions``, where
-    ``noise_units=True`` passes ``ivar`` (sigma units); ``method='matched_filter'`` is
-    :func:`research.matched_filter.detect_significant_regions` (always in sigma units).
-
+    """The regions that the detector a dict describes finds: ``method`` (default 'window') names a
+    registered detector (:mod:`research.regions.registry`), the other keys are its parameters and the
+    shared ones: ``noise_units=True`` passes ``ivar`` (sigma units; always for detectors that need it),
     ``detrend_width`` / ``noise_width`` (0 or absent = off) preprocess the residual first
-    (:func:`research.residuals.preprocess`: remove its smooth part; local robust noise scale)."""
+    (:func:`research.regions.residuals.preprocess`: remove its smooth part; local robust noise scale)."""
     params = dict(detector)
     method = params.pop("method", "window")
     noise_units = uses_ivar(method, params.pop("noise_units", False))

@@ -9,9 +9,9 @@ The seed detector parameters are reported as they are; then a small grid of dete
 tuned on one set of injections (``--tune-seed``) and the best one is reported on a fresh set
 (``--seed``), so the tuned numbers are not scored on the injections they were chosen with.
 
-    python bench/injection_eval.py                       # writes bench/results/sdss_injection.md
-    python bench/injection_eval.py --set model.skip_levels="()" --epochs 300
-    python bench/injection_eval.py --folds 4   # every galaxy held out once: bench/results/sdss_injection_folds.md
+    python -m research.regions.injection_eval             # writes results/sdss_injection.md
+    python -m research.regions.injection_eval --set model.skip_levels="()" --epochs 300
+    python -m research.regions.injection_eval --folds 4   # every galaxy held out once: results/sdss_injection_folds.md
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ import time
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from research.paths import REPO_ROOT, SDSS_CACHE
+from research.regions import injection
 
 SEED_DETECTOR = {"window_size": 50, "percentile_threshold": 95.0, "range_mismatch_factor": 1.5,
                  "overall_anomaly_threshold": 0.3, "threshold_scope": "spectrum", "noise_units": False}
 GRID = {"window_size": (10, 20, 50), "range_mismatch_factor": (None, 1.5, 3.0), "rel_threshold": (None, 0.0),
-        # residual preprocessing (research/residuals.py): 0 = raw residual, else the width (px) of the
+        # residual preprocessing (research/regions/residuals.py): 0 = raw residual, else the width (px) of the
         # running median of orig - recon added to the reconstruction (removes the smooth model misfit)
         "detrend_width": (0, 201),
         # the absolute threshold: a percentile of the spectrum's own residuals (flux or sigma units), or a
@@ -46,7 +46,7 @@ GRID = {"window_size": (10, 20, 50), "range_mismatch_factor": (None, 1.5, 3.0), 
         + tuple({"abs_threshold": a, "noise_units": True} for a in (2.0, 3.0, 4.0, 6.0))}
 
 
-# the matched filter (research/matched_filter.py): significance of the summed residual in windows of
+# the matched filter (research/regions/matched_filter.py): significance of the summed residual in windows of
 # 4-64 px, nearby runs joined, with or without a local robust rescaling and the detrended residual
 MATCHED_FILTER = {"method": "matched_filter", "scales": (4, 8, 16, 32, 64), "overall_anomaly_threshold": 0.3}
 MATCHED_FILTER_GRID = {"significance": (6.0, 8.0, 10.0, 12.0), "merge_gap": (8, 16, 32),
@@ -90,11 +90,11 @@ def train_or_load(config, ds, cache_dir: pathlib.Path, log=print):
     import flax.serialization
     import jax
 
-    from research.experiment import split_validation
+    from research.data import split_validation
     from research.models import build_model
     from research.training import Trainer, fit
 
-    split_validation(ds, config.data.val_fraction, config.seed)
+    ds = split_validation(ds, config.data.val_fraction, config.seed)
     model = build_model(config.model)
     tc = config.train
     trainer = Trainer.from_config(model, tc, max(1, len(ds.train["x"]) // tc.batch_size))
@@ -129,7 +129,7 @@ def train_or_load(config, ds, cache_dir: pathlib.Path, log=print):
 def held_out_part(config, fold, args) -> dict:
     """The held-out galaxies of the config's split (``fold`` None) or of one cross-validation fold, and the
     reconstructions of the model trained without them."""
-    from research.data import load_dataset
+    from research.data import load_dataset, split_validation
 
     config = copy.deepcopy(config)
     if fold is not None:
@@ -139,6 +139,7 @@ def held_out_part(config, fold, args) -> dict:
     ids = [i for i, n in zip(ds.test_ids, normal) if n]
     print(f"{'' if fold is None else f'fold {fold}: '}{len(ds.train['x'])} training spectra, {len(ids)} held-out "
           f"{ds.meta['train_classes']} spectra: {', '.join(ids)}", flush=True)
+    ds = split_validation(ds, config.data.val_fraction, config.seed)
     trainer, params = train_or_load(config, ds, pathlib.Path(args.cache))
 
     def reconstruct(xb):
@@ -160,7 +161,7 @@ def select(rows: list[dict], amplitude: float, key: str = "precision") -> tuple:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(REPO / "experiments" / "sdss_cnn_skip.py"))
+    parser.add_argument("--config", default=str(REPO_ROOT / "experiments" / "sdss_cnn_skip.py"))
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (python literal)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--amplitudes", default="1,2,3,5,8,10")
@@ -172,13 +173,11 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=0,
                         help="> 1: cross-validation, every galaxy held out by one fold (one model per fold); "
                              "default: the config's single split")
-    parser.add_argument("--out", default=None, help="default bench/results/sdss_injection.md "
+    parser.add_argument("--out", default=None, help="default results/sdss_injection.md "
                         "(sdss_injection_folds.md with --folds)")
-    parser.add_argument("--cache", default=str(REPO / "cache" / "sdss"))
+    parser.add_argument("--cache", default=str(SDSS_CACHE))
     args = parser.parse_args(argv)
-    args.out = args.out or str(REPO / "bench" / "results" / f"sdss_injection{'_folds' if args.folds > 1 else ''}.md")
-
-    from research import injection
+    args.out = args.out or str(REPO_ROOT / "results" / f"sdss_injection{'_folds' if args.folds > 1 else ''}.md")
 
     config = load_config(args.config, args.set, args.epochs)
     parts = [held_out_part(config, fold, args) for fold in (range(args.folds) if args.folds > 1 else [None])]
@@ -251,7 +250,7 @@ def main(argv=None) -> int:
     def quote(arg):  # data.frame='rest' reads better as "data.frame='rest'" than shlex's quoting
         return f'"{arg}"' if "'" in arg and not any(c in arg for c in '"$`\\') else shlex.quote(arg)
 
-    command = " ".join(["python bench/injection_eval.py", *map(quote, sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m research.regions.injection_eval", *map(quote, sys.argv[1:] if argv is None else argv)])
     lines = ["# SDSS region detection: injection evaluation", "", f"`{command}`", "",
              f"Model `{config.model.name}` ({fmt(dict(config.model))}; data frame {config.data.frame}), "
              f"trained {config.train.epochs} epochs on "
@@ -276,9 +275,9 @@ def main(argv=None) -> int:
         lines += [f"## Tuned parameters ({fmt(best)})", "",
                   f"Chosen from {len(ranking)} settings on a separate injection set (seed {args.tune_seed}, amplitude "
                   f"{args.tune_amplitude:g} sigma), ranked by meeting recall >= 0.9 at precision >= 0.8, then recall. "
-                  "The window rule (research/regions.py): window_size, range_mismatch_factor, rel_threshold and the "
+                  "The window rule (research/regions/window.py): window_size, range_mismatch_factor, rel_threshold and the "
                   "absolute threshold (percentile 95/99/99.5 in flux or sigma units, or a fixed 2/3/4/6 sigma); "
-                  "the matched filter (research/matched_filter.py): significance 6/8/10/12 sigma, merge_gap "
+                  "the matched filter (research/regions/matched_filter.py): significance 6/8/10/12 sigma, merge_gap "
                   "8/16/32 px, local_scale_block 0/512; both with detrend_width 0/201 (residual without / with its "
                   "running median removed).", "",
                   injection.markdown_table(best_rows), "",

@@ -1,4 +1,4 @@
-"""The standard figures of a run, saved as PNG (Agg backend, never overwriting a file)."""
+"""The standard figures of every run, saved as PNG (Agg backend, never overwriting a file)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from research.rundir import unique_path  # noqa: E402
 NORMAL_COLOR, ANOMALY_COLOR = "tab:blue", "tab:red"
 
 
-def _save(fig, path) -> pathlib.Path:
+def save(fig, path) -> pathlib.Path:
     path = unique_path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -38,7 +38,7 @@ def loss_curves(history: list[dict], path) -> pathlib.Path:
     ax.set_ylabel("loss")
     ax.legend()
     ax.set_title("Training and validation loss")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def error_histogram(errors, threshold: float, path, labels=None, title="Reconstruction error") -> pathlib.Path:
@@ -57,7 +57,7 @@ def error_histogram(errors, threshold: float, path, labels=None, title="Reconstr
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def error_scatter(errors, threshold: float, path, labels=None, title="Per-sample reconstruction error") -> pathlib.Path:
@@ -74,7 +74,7 @@ def error_scatter(errors, threshold: float, path, labels=None, title="Per-sample
     ax.set_ylabel("reconstruction error")
     ax.set_title(title + ("" if labels is None else " (red = labelled anomaly)"))
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def roc_curve(labels, scores, path) -> pathlib.Path:
@@ -86,7 +86,7 @@ def roc_curve(labels, scores, path) -> pathlib.Path:
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def reconstruction_examples(x, recon, errors, path, kind: str = "1d", axis=None, axis_label="index",
@@ -104,7 +104,7 @@ def reconstruction_examples(x, recon, errors, path, kind: str = "1d", axis=None,
             axes[0, col].set_title(f"{tag.split()[1][:4]}\n{errors[i]:.3g}", fontsize=8)
         axes[0, 0].text(-0.3, 0.5, "original", rotation=90, transform=axes[0, 0].transAxes, va="center")
         axes[1, 0].text(-0.3, 0.5, "recon", rotation=90, transform=axes[1, 0].transAxes, va="center")
-        return _save(fig, path)
+        return save(fig, path)
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5), squeeze=False)
     t = np.arange(x.shape[1]) if axis is None else np.asarray(axis)
     for k, (tag, i) in enumerate(picks):
@@ -121,4 +121,4 @@ def reconstruction_examples(x, recon, errors, path, kind: str = "1d", axis=None,
         ax.set_title(f"{tag}: {name}\nerror {errors[i]:.3g}", fontsize=8)
         ax.set_xlabel(axis_label, fontsize=8)
     axes[0, 0].legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

@@ -21,8 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from research.errors import InputError
-
-MAD_TO_SIGMA = 1.4826
+from research.scoring import MAD_TO_SIGMA
 
 
 def _usable(original, recon, mask, ivar=None) -> np.ndarray:
@@ -91,7 +90,7 @@ def noise_scale(original: np.ndarray, recon: np.ndarray, ivar: np.ndarray, mask:
 
 def preprocess(original, recon, mask=None, ivar=None, detrend_width: int | None = 0,
                noise_width: int | None = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(recon', ivar')`` for :func:`research.regions.detect_regions`: the detrended reconstruction
+    """``(recon', ivar')`` for a region detector: the detrended reconstruction
     (``detrend_width``; 0 = off) and ``ivar`` divided by the squared local :func:`noise_scale` of the
     detrended residual (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
     recon = detrend(original, recon, mask, detrend_width, ivar)

@@ -1,6 +1,6 @@
 """Matched-filter region detection: windows whose summed residual is significant in noise sigma.
 
-The windowed rule of :mod:`research.regions` compares the *mean absolute* residual of a window
+The window rule of :mod:`research.regions.window` compares the *mean absolute* residual of a window
 with a percentile of the spectrum's own residuals. Absolute values do not average noise down, so
 a narrow line of 5 sigma peak barely moves a 10-pixel window mean, and the percentile rises with
 the model's misfit. Here the statistic is the significance of the window's *signed* summed
@@ -32,9 +32,10 @@ import warnings
 import numpy as np
 
 from research.errors import InputError
-from research.regions import Regions
+from research.regions.base import Regions, spans
+from research.regions.registry import Detector
+from research.scoring import MAD_TO_SIGMA
 
-MAD_TO_SIGMA = 1.4826
 DEFAULT_SCALES = (4, 8, 16, 32, 64)
 
 
@@ -145,12 +146,26 @@ def detect_significant_regions(original, recon, mask=None, axis=None, *, ivar, s
         usable_flagged[sl] = (flags & good).sum(1)
     rows, start, end = _runs(pixel_flags)
     scores = usable_flagged / np.maximum(n_usable, 1)
-    wl0 = wl1 = None
-    if axis is not None:
-        axis = np.asarray(axis)
-        wl0, wl1 = axis[start], axis[end - 1]
+    wl0, wl1 = spans(start, end, axis)
     params = {"method": "matched_filter", "scales": list(scales), "significance": float(significance),
               "local_scale_block": block, "min_coverage": float(min_coverage), "merge_gap": int(merge_gap),
               "overall_anomaly_threshold": float(overall_anomaly_threshold), "noise_units": True}
     return Regions(rows, start, end, wl0, wl1, scores, scores > overall_anomaly_threshold,
-                   np.full(n, float(significance)), np.full(n, np.nan), pixel_flags, params)
+                   np.full(n, float(significance)), np.full(n, np.nan), pixel_flags, params, "matched_filter")
+
+
+def thresholds(regions: Regions) -> dict:
+    p = regions.params
+    return {"significance": p["significance"], **{k: p[k] for k in (
+        "scales", "local_scale_block", "min_coverage", "merge_gap", "overall_anomaly_threshold")}}
+
+
+DETECTOR = Detector(detect_significant_regions, {
+    "scales": "window widths (px) of the summed residual",
+    "significance": "a pixel is flagged where a window's |summed residual| exceeds this many sigma",
+    "local_scale_block": "> 0: divide each scale's significance by its robust scale in blocks of this many px",
+    "min_coverage": "least usable fraction of a window for it to count",
+    "merge_gap": "join runs of flagged pixels at most this many px apart",
+    "overall_anomaly_threshold": "a spectrum is flagged above this fraction of its usable pixels in regions",
+    "chunk_size": "spectra per vectorised step (bounds the working memory)",
+}, thresholds, needs_ivar=True)

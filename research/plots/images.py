@@ -1,4 +1,4 @@
-"""Figures specific to image datasets (the generic histogram and examples are in ``research.plots``)."""
+"""Figures specific to image datasets (the generic histogram and examples are in ``research.plots.standard``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from research.plots import _save, plt
+from research.plots.standard import plt, save
 
 
 def _show(ax, img, title=None):
@@ -30,7 +30,7 @@ def originals_over_reconstructions(x, recon, path, n: int = 10, ids: Sequence[st
         _show(axes[1, i], recon[i], None if errors is None else f"err {errors[i]:.3g}")
     axes[0, 0].set_ylabel("original", fontsize=8)
     axes[1, 0].set_ylabel("reconstruction", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def highest_error_images(x, errors, path, n: int = 10, ids: Sequence[str] | None = None,
@@ -49,7 +49,7 @@ def highest_error_images(x, errors, path, n: int = 10, ids: Sequence[str] | None
     if recon is not None:
         axes[1, 0].set_ylabel("reconstruction", fontsize=8)
     fig.suptitle(f"{len(top)} highest reconstruction errors", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def class_extremes(images, scores, class_names: Sequence[str], path, n: int = 6) -> pathlib.Path:
@@ -63,7 +63,7 @@ def class_extremes(images, scores, class_names: Sequence[str], path, n: int = 6)
             _show(axes[row, col], images[i])
         axes[row, 0].set_ylabel(class_names[row], fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"per normal class: {n} lowest-error test images | {n} highest-error", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def roc_by_class(test_classes, scores, normal_classes: Sequence[int], class_names: Sequence[str],
@@ -80,4 +80,4 @@ def roc_by_class(test_classes, scores, normal_classes: Sequence[int], class_name
     ax.set_ylabel("true positive rate")
     ax.set_title("One-class ROC (normal class vs the rest)")
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)

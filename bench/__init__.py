@@ -1,0 +1,1 @@
+"""Benchmarks, run as ``python -m bench.run`` from the repository root (numbers in BENCHMARKS.md)."""
