@@ -1,5 +1,8 @@
 """Orbax checkpoints of the full train state: ``latest`` (to resume) and ``best`` (by validation loss).
 
+Checkpoints are numbered by the optimiser step, so one written in the middle of an epoch (training
+in several calls per epoch, ``train.steps_per_call``) has its own number too.
+
 The train state already tracks each member's best parameters on the device, so ``best`` is a
 parameters-only checkpoint written alongside ``latest``. Every process calls these (orbax
 coordinates multi-process writes); the directory must be on a filesystem all processes share.
@@ -32,15 +35,15 @@ class Checkpoints:
         self.best = ocp.CheckpointManager(directory / "best", options=options("best"))
 
     def save(self, state: TrainState) -> int:
-        """Saves the state under its epoch number (and its best parameters); returns the epoch."""
-        epoch = int(jax.device_get(state.epoch).reshape(-1)[0])
-        if self.latest.latest_step() == epoch:
-            return epoch
-        self.latest.save(epoch, args=ocp.args.StandardSave(state))
-        self.best.save(epoch, args=ocp.args.StandardSave(state.best_params))
-        return epoch
+        """Saves the state under its step number (and its best parameters); returns the step."""
+        step = int(jax.device_get(state.step).reshape(-1)[0])
+        if self.latest.latest_step() == step:
+            return step
+        self.latest.save(step, args=ocp.args.StandardSave(state))
+        self.best.save(step, args=ocp.args.StandardSave(state.best_params))
+        return step
 
-    def latest_epoch(self) -> int | None:
+    def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
     def restore(self, like: TrainState) -> TrainState:

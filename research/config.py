@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.mixup = 0.0  # augmentation: alpha of Beta(alpha, alpha) mixing pairs of training samples; 0 = off
     c.train.eval_batch_size = 1024
     c.train.checkpoint_every = 10  # epochs; 0 = only at the end
+    c.train.steps_per_call = 0  # steps per compiled call (a stop request is seen between calls); 0 = a whole epoch
     c.train.use_best = True  # score with the best-validation parameters
 
     c.score = ml_collections.ConfigDict()
@@ -64,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.run.root = "runs"
     c.run.name = config_dict.placeholder(str)
     c.run.resume = False
+    c.run.max_restarts = 20  # a SLURM job that stopped on SIGUSR1 is requeued at most this many times
     return c
 
 

@@ -110,14 +110,15 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     ckpt = checkpoints.Checkpoints(rundir.checkpoints)
     history: list[dict] = []
     log_path = rundir.path / "log.jsonl"
-    if config.run.resume and ckpt.latest_epoch() is not None:
+    resumed_at_step = None
+    if config.run.resume and ckpt.latest_step() is not None:
         state = ckpt.restore(state)
-        start = ckpt.latest_epoch()
+        start, resumed_at_step = (int(np.asarray(a)[0]) for a in (state.epoch, state.step))
         if log_path.exists():
             history = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["epoch"] <= start]
         if lead:
             log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-            log(f"resumed from epoch {start} ({rundir.checkpoints / 'latest'})")
+            log(f"resumed from epoch {start}, step {resumed_at_step} ({rundir.checkpoints / 'latest'})")
     elif lead and log_path.exists():
         log_path.unlink()
 
@@ -140,13 +141,14 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     progress.close()
     ckpt.save(state)
     train_seconds = time.time() - t_train
-    epochs_done = int(np.asarray(state.epoch)[0])
+    epochs_done, step = int(np.asarray(state.epoch)[0]), int(np.asarray(state.step)[0])
     if epochs_done < tc.epochs:
         ckpt.close()
         if lead:
-            log(f"stopped at epoch {epochs_done}/{tc.epochs}; checkpoint saved, resume with "
+            log(f"stopped at epoch {epochs_done}/{tc.epochs}, step {step}; checkpoint saved, resume with "
                 f"--config.run.name={rundir.path.name} --config.run.resume=True")
-        return {"stopped_at_epoch": epochs_done, "run_dir": str(rundir.path)}
+        return {"stopped_at_epoch": epochs_done, "stopped_at_step": step, "resumed_at_step": resumed_at_step,
+                "run_dir": str(rundir.path)}
     ckpt.close()
 
     params = state.best_params if tc.use_best else state.params

@@ -113,9 +113,9 @@ def run(config, log=print) -> dict:
 
     ckpt = Checkpoints(rundir.checkpoints)
     history: list[dict] = []
-    if config.run.resume and ckpt.latest_epoch() is not None:
+    if config.run.resume and ckpt.latest_step() is not None:
         state = ckpt.restore(state)
-        log(f"resumed from epoch {ckpt.latest_epoch()}")
+        log(f"resumed from epoch {int(np.asarray(state.epoch)[0])}")
     progress = Progress(tc.epochs, int(np.asarray(state.epoch)[0]), desc=config.experiment, enabled=lead)
     t_train = time.time()
 

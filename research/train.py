@@ -1,8 +1,8 @@
 """Command line: ``python -m research.train --config=experiments/ecg5000_conv1d.py [--config.a.b=v ...]``.
 
-Inside a SLURM job an unnamed run is named after the job (a requeued job resumes from it); SIGUSR1
-or SIGTERM stop it at the next epoch boundary with a checkpoint (exit 75 = "requeue me", see
-:mod:`research.preemption`); ``srun`` with several tasks trains data-parallel over all processes.
+Inside a SLURM job an unnamed run is named after the job (a requeued job resumes from it); SIGUSR1,
+SIGTERM or the stop file stop it before the next compiled call with a checkpoint (exit 75 = "requeue
+me", see :mod:`research.preemption`); ``srun`` with several tasks trains data-parallel over all processes.
 
 Bad input never ends in a traceback wall: config files, keys and values that are wrong, and data
 errors (:class:`research.errors.InputError`), print one ``error: ...`` line and exit with status 2.
@@ -17,6 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from research import preemption
 from research.errors import InputError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
@@ -68,9 +69,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     return []
 
 
+_STOP: preemption.StopFlag | None = None  # installed before the flags are read (see __main__)
+
+
 def _headline(summary: dict) -> str:
     if "stopped_at_epoch" in summary:
-        return f"stopped at epoch {summary['stopped_at_epoch']}: {summary['run_dir']}"
+        return f"stopped at epoch {summary['stopped_at_epoch']}, step {summary['stopped_at_step']}: {summary['run_dir']}"
     parts = [f"{summary['experiment']}: threshold={summary['threshold']['value']:.5g}",
              f"flagged={summary['n_flagged']}/{summary['n_test']}"]
     test = summary.get("test")
@@ -96,20 +100,27 @@ def main(argv) -> None:
         return
     import jax  # imported late (with the rest) so --help stays fast
 
-    from research import distributed, experiment, preemption, slurm
+    from research import distributed, experiment, slurm
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    stop = preemption.StopFlag().install()
+    stop = _STOP or preemption.StopFlag().install()
     try:
         distributed.maybe_initialize()
         slurm.apply_run_defaults(config)
         summary = experiment.run(config, should_stop=stop)
     except InputError as exc:
         _fail(str(exc))
-    if jax.process_index() == 0:
+    finally:
+        stop.ignore()  # a signal from now on (training is over) must not end the process
+    lead = jax.process_index() == 0
+    if lead:
         print(_headline(summary))
     if "stopped_at_epoch" in summary:
-        sys.exit(stop.exit_code)
+        code, line = preemption.stop_exit(stop.stopped_by, summary["stopped_at_step"], summary["resumed_at_step"],
+                                          config.run.max_restarts)
+        if lead:
+            print(line, file=sys.stderr if code == preemption.NOT_REQUEUED_EXIT else sys.stdout)
+        sys.exit(code)
 
 
 def _print_run_dir(config) -> None:
@@ -124,4 +135,5 @@ def _print_run_dir(config) -> None:
 
 
 if __name__ == "__main__":
+    _STOP = preemption.StopFlag().install()
     app.run(main, flags_parser=parse_flags)
