@@ -22,11 +22,12 @@ trap 'on_signal TERM' TERM
 
 [[ -d research && -d slurm ]] || { echo "error: $PWD is not the repository root (submit from it, or set REPO_DIR)" >&2; exit 2; }
 
-# Site settings: slurm/site.local.sh (yours, not tracked), else the tracked defaults.
-SITE_FILE=slurm/site.local.sh
-[[ -f $SITE_FILE ]] || SITE_FILE=slurm/site.example.sh
+# Site settings: slurm/site.local.sh (yours, not tracked), else the tracked defaults;
+# $RESEARCH_SITE_FILE names another file (the tests use the defaults whatever is installed here).
+SITE_FILE=${RESEARCH_SITE_FILE:-slurm/site.local.sh}
+[[ -f $SITE_FILE || -n ${RESEARCH_SITE_FILE:-} ]] || SITE_FILE=slurm/site.example.sh
 # shellcheck source=slurm/site.example.sh
-source "$SITE_FILE"
+source "$SITE_FILE" || { echo "error: $SITE_FILE: site settings not readable" >&2; exit 2; }
 PYTHON=${PYTHON:-python}
 export PYTHONUNBUFFERED=1   # lines reach the log as they are printed, also when the job is killed
 missing=$("$PYTHON" -c 'import importlib.util as u
