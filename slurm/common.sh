@@ -73,7 +73,10 @@ launch() {
         75)
             if [[ -n ${SLURM_JOB_ID:-} ]]; then
                 echo "$(date '+%F %T') requeued: job $SLURM_JOB_ID resumes from $RUN_DIR/checkpoints/latest"
-                scontrol requeue "$SLURM_JOB_ID" && sleep 300   # SLURM ends this script now
+                if scontrol requeue "$SLURM_JOB_ID"; then
+                    trap 'exit 75' TERM   # SLURM ends this script now
+                    sleep 300 & wait $!
+                fi
                 echo "error: scontrol requeue failed; resume by hand with --config.run.name=$(basename "$RUN_DIR") --config.run.resume=True"
             fi
             echo "$(date '+%F %T') stopped: exit status 75; run directory: $RUN_DIR" ;;

@@ -276,7 +276,7 @@ SCENARIOS = {
     "after_last_epoch": (_after_last_epoch, ("--config.plots.enabled=True",)),
     "sigterm": (_sigterm, ()),
     "never_progressing_loop": (_never_progressing_loop, ()),
-    "restart_bound": (_restart_bound, ("--config.run.max_restarts=1",)),
+    "restart_bound": (_restart_bound, ("--config.run.max_restarts=1", "--config.train.epochs=40")),
 }
 
 
