@@ -69,7 +69,7 @@ launch() {
     wait "$pid"; rc=$?
     rm -f "$STOP_FILE"
     case $rc in
-        0) echo "$(date '+%F %T') finished: exit status 0; run directory: $RUN_DIR" ;;
+        0) echo "$(date '+%F %T') finished: exit status 0; run directory: $RUN_DIR${STOP_SIGNAL:+ (SIG$STOP_SIGNAL came after training and changed nothing)}" ;;
         75)
             if [[ -n ${SLURM_JOB_ID:-} ]]; then
                 echo "$(date '+%F %T') requeued: job $SLURM_JOB_ID resumes from $RUN_DIR/checkpoints/latest"
