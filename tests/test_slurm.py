@@ -18,7 +18,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -38,7 +37,11 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 # ---- job naming (no cluster needed) -----------------------------------------------------------
 def _config(name=None):
-    return ml_collections.ConfigDict({"run": {"name": name, "resume": False}})
+    from research.config import base_config
+
+    config = base_config()
+    config.run.name = name
+    return config
 
 
 def test_run_is_named_after_the_job_and_a_requeued_job_resumes():
@@ -49,12 +52,12 @@ def test_run_is_named_after_the_job_and_a_requeued_job_resumes():
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42"})
     assert (config.run.name, config.run.resume) == ("42", False)
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "2"})
-    assert (config.run.name, config.run.resume) == ("42", True)
+    assert (config.run.name, config.run.resume) == ("42", "auto")
     config = _config("mine")
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42"})
     assert (config.run.name, config.run.resume) == ("mine", False)
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "1"})
-    assert (config.run.name, config.run.resume) == ("mine", True)
+    assert (config.run.name, config.run.resume) == ("mine", "auto")
 
 
 def test_summary_lists_unfinished_and_missing_tasks(tmp_path):
@@ -170,7 +173,7 @@ def _until(condition, what: str, timeout: float = 900, every: float = 0.02):
 # steps, and one that comes at a random moment falls inside an epoch (not between two) 99% of the time.
 # Enough epochs (seconds of training once compiled) that a signal sent after the first one comes in time.
 EPOCHS, STEPS_PER_EPOCH, PER_CALL = 60, 256, 2
-SIGNAL_ARGS = ["experiments/ecg5000_dense.py", "--config.data.limit=256", "--config.train.batch_size=1",
+SIGNAL_ARGS = ["experiments/ecg5000.py:dense", "--config.data.limit=256", "--config.train.batch_size=1",
                f"--config.train.epochs={EPOCHS}", f"--config.train.steps_per_call={PER_CALL}",
                "--config.train.checkpoint_every=0", "--config.plots.enabled=False"]
 USR1 = ("--signal=USR1", "--batch")  # what #SBATCH --signal=B:USR1@T sends before the time limit
@@ -426,7 +429,7 @@ def single_run(cluster, tmp_path_factory):
     """One smoke run through slurm/train_gpu.sbatch (shared by the tests that compare with it)."""
     j = Jobs(tmp_path_factory.mktemp("single"))
     try:
-        job = j.sbatch("slurm/train_gpu.sbatch", "experiments/ecg5000_dense.py", *SMOKE,
+        job = j.sbatch("slurm/train_gpu.sbatch", "experiments/ecg5000.py:dense", *SMOKE,
                        f"--config.run.root={j.tmp / 'runs'}")
         state = j.wait(job)
         yield job, state, j.output(job)
@@ -456,7 +459,7 @@ def test_single_gpu_job_writes_a_complete_run(single_run):
 @pytest.mark.data("ecg5000")
 def test_one_node_two_task_job_trains_data_parallel_like_one_process(jobs, single_run):
     """Slurm: sbatch --nodes=1 --ntasks-per-node=2 (the node count from the command line), srun."""
-    job = jobs.sbatch("slurm/multinode.sbatch", "experiments/ecg5000_dense.py", *SMOKE,
+    job = jobs.sbatch("slurm/multinode.sbatch", "experiments/ecg5000.py:dense", *SMOKE,
                       f"--config.run.root={jobs.tmp / 'runs'}", opts=("--nodes=1", "--ntasks-per-node=2"))
     assert jobs.wait(job) == "COMPLETED", jobs.output(job)
     assert "processes: 2 on 1 node(s)" in jobs.output(job)
@@ -511,7 +514,7 @@ def test_throttled_sweep_runs_at_most_n_tasks_at_once_and_one_summary_job(jobs):
     sweep.write_text("# latent size\n--config.model.latent_dim=8\n--config.model.latent_dim=4 --config.seed=1\n")
     root = jobs.tmp / "runs"
     out = subprocess.run(["bash", "slurm/submit_sweep.sh", "--max-running", "1", *LOCAL, str(sweep),
-                          "experiments/ecg5000_dense.py", *SMOKE, "--config.train.epochs=1",
+                          "experiments/ecg5000.py:dense", *SMOKE, "--config.train.epochs=1",
                           "--config.plots.enabled=False", f"--config.run.root={root}"],
                          cwd=REPO, env=jobs.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

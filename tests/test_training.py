@@ -94,7 +94,7 @@ def test_checkpoint_round_trip_and_resume_is_exact(ecg_normals, tmp_path):
     ckpt = Checkpoints(tmp_path)
     ckpt.save(half)
     ckpt.close()
-    restored = Checkpoints(tmp_path).restore(trainer.init([0, 0], (140,)))
+    restored, _ = Checkpoints(tmp_path).restore(trainer.init([0, 0], (140,)))
     assert _max_diff(restored, half) == 0.0
     resumed = fit(trainer, restored, data, data, 4)
     assert _max_diff(resumed.params, uninterrupted.params) == 0.0
@@ -130,7 +130,8 @@ def test_epochs_in_calls_equal_whole_epochs_and_resume_mid_epoch_exactly(ecg_nor
     ckpt = Checkpoints(tmp_path)
     ckpt.save(stopped)
     ckpt.close()
-    restored = Checkpoints(tmp_path).restore(fresh())
+    restored, step = Checkpoints(tmp_path).restore(fresh())
+    assert step == 6 + per_call
     resumed_log = []
     resumed = fit(trainer, restored, data, data, 3, on_epoch=lambda s, m: resumed_log.append(m))
     assert _max_diff(resumed, uninterrupted) == 0.0
