@@ -1,5 +1,8 @@
 """Orbax checkpoints of the full train state: ``latest`` (to resume) and ``best`` (by validation loss).
 
+Checkpoints are numbered by the optimiser step, so one written in the middle of an epoch (training
+in several calls per epoch, ``train.steps_per_call``) has its own number too.
+
 The train state already tracks each member's best parameters on the device, so ``best`` is a
 parameters-only checkpoint written alongside ``latest``. The last two of each are kept: a restore
 that fails on the newest falls back to the one before. A save that orbax skips is an error. Every
@@ -25,8 +28,8 @@ def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def saved_epochs(directory: str | pathlib.Path) -> list[int]:
-    """Epochs with a finished ``latest`` checkpoint under a run's ``checkpoints/``, without opening orbax."""
+def saved_steps(directory: str | pathlib.Path) -> list[int]:
+    """Steps with a finished ``latest`` checkpoint under a run's ``checkpoints/``, without opening orbax."""
     folder = pathlib.Path(directory) / "latest"
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
 
@@ -45,22 +48,22 @@ class Checkpoints:
         self.best = ocp.CheckpointManager(directory / "best", options=options("best"))
 
     def save(self, state: TrainState) -> int:
-        """Saves the state under its epoch number (and its best parameters); returns the epoch."""
-        epoch = int(jax.device_get(state.epoch).reshape(-1)[0])
-        if self.latest.latest_step() == epoch:
-            return epoch
+        """Saves the state under its step number (and its best parameters); returns the step."""
+        step = int(jax.device_get(state.step).reshape(-1)[0])
+        if self.latest.latest_step() == step:
+            return step
         for manager, item in ((self.latest, state), (self.best, state.best_params)):
-            if not manager.save(epoch, args=ocp.args.StandardSave(item)):
-                raise InputError(f"{manager.directory}: the checkpoint of epoch {epoch} was not saved "
-                                 f"(saved epochs: {manager.all_steps()})")
-        return epoch
+            if not manager.save(step, args=ocp.args.StandardSave(item)):
+                raise InputError(f"{manager.directory}: the checkpoint of step {step} was not saved "
+                                 f"(saved steps: {manager.all_steps()})")
+        return step
 
-    def latest_epoch(self) -> int | None:
+    def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
     def restore(self, like: TrainState, log=print) -> tuple[TrainState, int]:
-        """The newest readable state and its epoch, restored with the structure, dtypes and shardings of
-        ``like``. An unreadable checkpoint is named, moved aside (``<epoch>.unreadable-<time>``) and the
+        """The newest readable state and its step, restored with the structure, dtypes and shardings of
+        ``like``. An unreadable checkpoint is named, moved aside (``<step>.unreadable-<time>``) and the
         one before is tried."""
         steps = sorted(self.latest.all_steps(), reverse=True)
         if not steps:
@@ -79,7 +82,7 @@ class Checkpoints:
                             folder.rename(folder.with_name(f"{step}.unreadable-{int(time.time())}"))
                 self.latest.reload()
                 self.best.reload()
-        raise InputError(f"{self.latest.directory}: no readable checkpoint (tried epochs {steps})")
+        raise InputError(f"{self.latest.directory}: no readable checkpoint (tried steps {steps})")
 
     def close(self) -> None:
         self.latest.wait_until_finished()

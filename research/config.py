@@ -62,6 +62,7 @@ def base_config(data: str | None = None, model: str | None = None) -> ml_collect
     c.train.mixup = 0.0  # augmentation: alpha of Beta(alpha, alpha) mixing pairs of training samples; 0 = off
     c.train.eval_batch_size = 1024  # rows per chunk when predicting
     c.train.checkpoint_every = 10  # epochs; 0 = only at the end
+    c.train.steps_per_call = 0  # steps per compiled call (a stop request is seen between calls); 0 = a whole epoch
     c.train.use_best = True  # score with the best-validation parameters
 
     c.score = ml_collections.ConfigDict()
@@ -85,6 +86,7 @@ def base_config(data: str | None = None, model: str | None = None) -> ml_collect
     # continue <run.root>/<experiment>/<run.name> from its latest checkpoint: False (a new run; an existing
     # name is refused), True (a checkpoint is required) or 'auto' (resume if there is one: SLURM requeues)
     c.run.resume = config_dict.FieldReference(False, field_type=object)
+    c.run.max_restarts = 20  # a SLURM job that stopped on SIGUSR1 is requeued at most this many times
     if data is not None:
         c.data.name = data
         c.data.update(data_defaults(data))
@@ -117,6 +119,8 @@ BOUNDS: dict[str, str] = {
     "train.mixup": ">= 0",
     "train.eval_batch_size": ">= 1",
     "train.checkpoint_every": ">= 0",
+    "train.steps_per_call": ">= 0",
+    "run.max_restarts": ">= 0",
     "threshold.percentile": ">= 0, <= 100",
     "plots.n_examples": ">= 1",
 }
@@ -241,6 +245,10 @@ def check(config: ml_collections.ConfigDict) -> None:
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A checked copy with the smoke settings applied; the copy is what a run records and uses."""
     config = ml_collections.ConfigDict(config.to_dict())
+    # to_dict() loses the untyped reference of run.resume (False, True or 'auto', set on a SLURM requeue)
+    run = config.run.to_dict()
+    run["resume"] = config_dict.FieldReference(run["resume"], field_type=object)
+    config.run = ml_collections.ConfigDict(run)
     check(config)
     if config.smoke:
         config.train.epochs = min(config.train.epochs, config.smoke_epochs)

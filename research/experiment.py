@@ -44,7 +44,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
                   "data": ds.meta})
     rundir, trainer, state, history = result.rundir, result.trainer, result.state, result.history
     if result.stopped:
-        return {"stopped_at_epoch": result.epochs_done, "run_dir": str(rundir.path), "exit_code": result.exit_code}
+        return {"stopped_at_epoch": result.epochs_done, "stopped_at_step": result.steps_done, "run_dir": str(rundir.path),
+                "exit_code": result.exit_code}
     lead = rundir.writer
     train, val, test = trainer.put(ds.train), trainer.put(ds.val), trainer.put(ds.test)
     epochs_done, train_seconds = result.epochs_done, result.train_seconds

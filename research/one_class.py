@@ -87,7 +87,8 @@ def run(config, should_stop=None, log=print) -> dict:
                   "n_val_per_class": int(val.shape[1]), "n_test": int(len(test_x)), "folder": str(folder)})
     rundir, state, history = result.rundir, result.state, result.history
     if result.stopped:
-        return {"stopped_at_epoch": result.epochs_done, "run_dir": str(rundir.path), "exit_code": result.exit_code}
+        return {"stopped_at_epoch": result.epochs_done, "stopped_at_step": result.steps_done, "run_dir": str(rundir.path),
+                "exit_code": result.exit_code}
     lead, train_seconds = rundir.writer, result.train_seconds
     model, steps = result.trainer.model, train.shape[1] // tc.batch_size
 

@@ -30,9 +30,9 @@ _current: dict = {}  # the run directory this process is training into: {'path':
 
 # Keys a resume may change: they do not change what is trained (model, data, optimiser), only how long,
 # what is drawn, logged or scored afterwards. train.epochs also changes a decaying schedule: refused then.
-RESUMABLE = ("train.epochs", "train.checkpoint_every", "train.eval_batch_size", "train.use_best", "plots.",
-             "run.", "score.", "threshold.", "analyses", "regions.", "baselines.", "fsdd_maps.", "smoke",
-             "smoke_epochs")
+RESUMABLE = ("train.epochs", "train.checkpoint_every", "train.steps_per_call", "train.eval_batch_size",
+             "train.use_best", "plots.", "run.", "score.", "threshold.", "analyses", "regions.", "baselines.",
+             "fsdd_maps.", "smoke", "smoke_epochs")
 
 
 def start_up(config) -> None:
@@ -60,6 +60,10 @@ class Result:
     @property
     def epochs_done(self) -> int:
         return int(np.asarray(self.state.epoch)[0])
+
+    @property
+    def steps_done(self) -> int:
+        return int(np.asarray(self.state.step)[0])
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -89,12 +93,12 @@ def _checks(rundir, config, resolved: dict) -> tuple[bool, dict | None]:
     (``'auto'``: resume when there is one, else start afresh); a resume needs the same model, data and
     optimiser keys (:func:`resume_changes`).
     """
-    from research.checkpoints import saved_epochs
+    from research.checkpoints import saved_steps
 
     mode, name = config.run.resume, rundir.path
     if mode not in (False, True, "auto"):
         raise InputError(f"config key run.resume: must be False, True or 'auto', got {mode!r}")
-    has_checkpoint = bool(saved_epochs(rundir.checkpoints))
+    has_checkpoint = bool(saved_steps(rundir.checkpoints))
     resume = has_checkpoint and mode in (True, "auto")
     if not rundir.writer:  # other processes follow the lead process, which checks and locks
         return resume, None
@@ -211,16 +215,19 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
     ckpt = checkpoints.Checkpoints(rundir.checkpoints)
     history: list[dict] = []
     log_path = rundir.path / "log.jsonl"
+    resumed_at_step = None
     if resume:
-        state, start = ckpt.restore(state, log=log)
+        state, resumed_at_step = ckpt.restore(state, log=log)
+        start = int(np.asarray(state.epoch)[0])
         if log_path.exists():
             history = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["epoch"] <= start]
         info["started"] = (previous or {}).get("started", now)
         info["resumes"] = (previous or {}).get("resumes", []) + [
-            {"started": now, "from_epoch": start, "argv": sys.argv, "changed": changes or {}}]
+            {"started": now, "from_epoch": start, "from_step": resumed_at_step, "argv": sys.argv,
+             "changed": changes or {}}]
         if lead:
             log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-            log(f"resumed from epoch {start} ({rundir.checkpoints / 'latest'})")
+            log(f"resumed from epoch {start}, step {resumed_at_step} ({rundir.checkpoints / 'latest'})")
     elif lead and log_path.exists():
         log_path.unlink()
     rundir.write_json("config.json", resolved)
@@ -249,10 +256,12 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
                     train_seconds=time.time() - t_train, seeds=list(seeds))
     if result.epochs_done < tc.epochs:
         result.stopped = True
-        result.exit_code = getattr(stop, "exit_code", preemption.REQUEUE_EXIT)
+        result.exit_code, line = preemption.stop_exit(getattr(stop, "stopped_by", None), result.steps_done,
+                                                      resumed_at_step, config.run.max_restarts)
         if lead:
-            log(f"stopped at epoch {result.epochs_done}/{tc.epochs}; checkpoint saved, resume with "
-                f"--config.run.name={rundir.path.name} --config.run.resume=True")
+            log(f"stopped at epoch {result.epochs_done}/{tc.epochs}, step {result.steps_done}; checkpoint saved, "
+                f"resume with --config.run.name={rundir.path.name} --config.run.resume=True")
+            log(line)
     return result
 
 

@@ -2,9 +2,9 @@
 
 ``config.runner`` says what runs (:mod:`research.runners`); every runner trains through
 :func:`research.pipeline.train`. Inside a SLURM job an unnamed run is named after the job (a
-requeued job resumes from it); SIGUSR1 or SIGTERM stop it at the next epoch boundary with a
-checkpoint (exit 75 = "requeue me", see :mod:`research.preemption`); ``srun`` with several tasks
-trains data-parallel over all processes.
+requeued job resumes from it); SIGUSR1, SIGTERM or the stop file stop it before the next compiled
+call with a checkpoint (exit 75 = "requeue me", see :mod:`research.preemption`); ``srun`` with
+several tasks trains data-parallel over all processes.
 
 Bad input never ends in a traceback wall: config files, keys and values that are wrong, and data
 errors (:class:`research.errors.InputError`), print one ``error: ...`` line and exit with status 2.
@@ -16,8 +16,11 @@ import sys
 
 from absl import app, logging
 
+from research import preemption
 from research.cli import CONFIG, PRINT_RUN_DIR, describe, fail, fail_hard, first_line, mute_stderr, parse_flags
 from research.errors import InputError
+
+_STOP: preemption.StopFlag | None = None  # installed before the flags are read (see __main__)
 
 
 def main(argv) -> None:
@@ -32,27 +35,31 @@ def main(argv) -> None:
         return
     import jax  # imported late (with the rest) so --help stays fast
 
-    from research import pipeline, preemption, runners
+    from research import pipeline, runners
 
     # orbax logs every save at INFO and a failed write as several ERROR tracebacks from its threads; the
     # failure itself ends this command in one line, its traceback in <run dir>/error.log
     logging.set_verbosity(logging.FATAL)
-    stop = preemption.StopFlag().install()
+    stop = _STOP or preemption.StopFlag().install()
     try:
         runner = runners.get(config.runner)
         summary = runner.run(config, should_stop=stop)
     except InputError as exc:
+        stop.ignore()
         pipeline.record_failure(exc)
         pipeline.release()
         fail(str(exc))
     except Exception as exc:  # disk full, permission denied, a damaged checkpoint, device memory: one line
+        stop.ignore()
         stderr = mute_stderr()
         where = pipeline.record_failure(exc)
         fail_hard(describe(exc, pipeline.run_name()) + (f" (traceback in {where})" if where else ""), stderr)
+    stop.ignore()  # training is over: a signal from now on must not end the process
     pipeline.release()
     if "stopped_at_epoch" in summary:
         if jax.process_index() == 0:
-            print(f"stopped at epoch {summary['stopped_at_epoch']}: {summary['run_dir']}")
+            print(f"stopped at epoch {summary['stopped_at_epoch']}, step {summary['stopped_at_step']}: "
+                  f"{summary['run_dir']}")
         sys.exit(summary["exit_code"])
     if jax.process_index() == 0:
         print(runner.headline(summary))
@@ -70,4 +77,5 @@ def _print_run_dir(config) -> None:
 
 
 if __name__ == "__main__":
+    _STOP = preemption.StopFlag().install()
     app.run(main, flags_parser=parse_flags)

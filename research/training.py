@@ -5,6 +5,10 @@ Every array in :class:`TrainState` carries a leading member axis ``K``. Member `
 shuffling key is derived from ``(seed, epoch)`` inside the compiled program, so the state alone
 determines the rest of training and a resumed run continues exactly where it stopped.
 
+``steps_per_call=k`` runs an epoch as several compiled calls of ``k`` steps (the same permutation,
+sliced at ``state.step``), so a long epoch can stop and checkpoint between calls and resume mid-epoch
+with the same result; 0 runs a whole epoch per call.
+
 Data lives on the device(s) for the whole run. With a multi-device mesh the dataset is
 replicated, each batch is constrained to be split over the ``data`` mesh axis and XLA inserts
 the gradient all-reduce: the same code runs on one CPU, N GPUs or N processes.
@@ -40,6 +44,7 @@ class TrainState:
     best_params: Any
     best_val: jnp.ndarray
     best_epoch: jnp.ndarray
+    loss_sum: jnp.ndarray  # the current epoch's step losses so far (epochs in several calls only)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -48,9 +53,11 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(devices.reshape(-1), ("data",))
 
 
-def check_options(loss_kind: str, max_shift: int, mixup: float, member_chunk: int = 0) -> None:
-    """The trainer's loss, augmentation and ensemble settings, as one-line config errors."""
-    for key, value in (("member_chunk", member_chunk), ("max_shift", max_shift), ("mixup", mixup)):
+def check_options(loss_kind: str, max_shift: int, mixup: float, member_chunk: int = 0,
+                  steps_per_call: int = 0) -> None:
+    """The trainer's loss, augmentation, ensemble and call-size settings, as one-line config errors."""
+    for key, value in (("member_chunk", member_chunk), ("max_shift", max_shift), ("mixup", mixup),
+                       ("steps_per_call", steps_per_call)):
         check_value(f"train.{key}", value)
     if loss_kind not in losses.KINDS:
         raise InputError(f"config key train.loss: unknown loss {loss_kind!r}; choose one of {losses.KINDS}")
@@ -58,7 +65,7 @@ def check_options(loss_kind: str, max_shift: int, mixup: float, member_chunk: in
 
 def check_train_config(tc) -> None:
     """:func:`check_options` on a ``config.train`` block: called before any data is read."""
-    check_options(tc.loss, tc.max_shift, tc.mixup, tc.member_chunk)
+    check_options(tc.loss, tc.max_shift, tc.mixup, tc.member_chunk, tc.steps_per_call)
 
 
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -107,6 +114,9 @@ class Trainer:
     accelerator wants them all at once; on a few CPU cores the member-batched products and
     convolution patches of a large ensemble run slower per member than one model does, and small
     chunks keep each member at its single-model speed.
+
+    ``steps_per_call=k`` (0: a whole epoch) bounds the work of one compiled call, and so the time
+    :func:`fit` takes to notice a stop request.
     """
 
     model: nn.Module
@@ -120,6 +130,7 @@ class Trainer:
     mesh: Mesh | None = None
     member_data: bool = False
     member_chunk: int = 0
+    steps_per_call: int = 0
 
     def __post_init__(self):
         if self.mesh is None:
@@ -128,13 +139,14 @@ class Trainer:
         if self.batch_size % n_dev:
             raise InputError(f"config key train.batch_size: {self.batch_size} is not divisible by the "
                              f"{n_dev} devices of the data mesh")
-        check_options(self.loss_kind, self.max_shift, self.mixup, self.member_chunk)
+        check_options(self.loss_kind, self.max_shift, self.mixup, self.member_chunk, self.steps_per_call)
         repl = self.replicated
         object.__setattr__(self, "_epoch", jax.jit(
             self._over_members(self.epoch_single), donate_argnums=0, out_shardings=repl))
         object.__setattr__(self, "_predict", jax.jit(self._over_members(self.predict_single), out_shardings=repl))
         object.__setattr__(self, "_errors", jax.jit(
             self._over_members(lambda params, data: self.predict_single(params, data)[1]), out_shardings=repl))
+        object.__setattr__(self, "_calls", {})
 
     def _over_members(self, fn: Callable) -> Callable:
         """``fn(member_state, *data)`` over the leading member axis: one ``vmap``, or chunks of
@@ -153,7 +165,7 @@ class Trainer:
         return cls(model, make_optimizer(tc, steps_per_epoch), batch_size=tc.batch_size, loss_kind=tc.loss,
                    input_noise=tc.input_noise, max_shift=tc.max_shift, mixup=float(tc.mixup),
                    eval_batch_size=tc.eval_batch_size, member_chunk=int(tc.member_chunk),
-                   **{"mesh": make_mesh(), **kwargs})
+                   steps_per_call=int(tc.steps_per_call), **{"mesh": make_mesh(), **kwargs})
 
     # ---- placement -------------------------------------------------------------------------
     @property
@@ -184,7 +196,7 @@ class Trainer:
                 seed=jnp.asarray(seed, jnp.uint32), epoch=jnp.zeros((), jnp.int32),
                 step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
                 best_params=params, best_val=jnp.asarray(jnp.inf, jnp.float32),
-                best_epoch=jnp.asarray(-1, jnp.int32))
+                best_epoch=jnp.asarray(-1, jnp.int32), loss_sum=jnp.zeros((), jnp.float32))
 
         build = jax.jit(lambda: jax.vmap(one)(jnp.asarray(seeds, jnp.uint32)), out_shardings=self.replicated)
         return build()
@@ -239,22 +251,25 @@ class Trainer:
             out["weights"] = jnp.where(both, 1 / var, 0).astype(w.dtype)
         return {**batch, **out}
 
-    def epoch_single(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
-        """One epoch over shuffled batches (a ``lax.scan``), then validation and best-tracking."""
-        n = train["x"].shape[0]
+    def _plan(self, state: TrainState, n: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """The epoch's batches (row indices, ``(steps, batch_size)``) and per-step keys, from ``(seed, epoch)``."""
         steps = n // self.batch_size
         key = jax.random.fold_in(jax.random.key(state.seed), state.epoch + 1)
         perm_key, step_key = jax.random.split(key)
         order = jax.random.permutation(perm_key, n)[: steps * self.batch_size]
-        order = order.reshape(steps, self.batch_size)
+        return order.reshape(steps, self.batch_size), jax.random.split(step_key, steps)
 
+    def _steps(self, state: TrainState, train: Data, order, keys) -> tuple[TrainState, jnp.ndarray]:
         def body(st, inputs):
             idx, rng = inputs
             batch = {k: self._split_batch(v[idx]) for k, v in train.items()}
             st, metrics = self.train_step(st, batch, rng)
             return st, metrics["loss"]
 
-        state, step_losses = jax.lax.scan(body, state, (order, jax.random.split(step_key, steps)))
+        return jax.lax.scan(body, state, (order, keys))
+
+    def _end_epoch(self, state: TrainState, val: Data, train_loss) -> tuple[TrainState, dict]:
+        """Validation and best-tracking; the epoch counter moves on."""
         val_loss = self.mean_loss_single(state.params, val)
         improved = val_loss < state.best_val
         best_params = jax.tree.map(lambda new, old: jnp.where(improved, new, old),
@@ -263,7 +278,27 @@ class Trainer:
             epoch=state.epoch + 1, best_params=best_params,
             best_val=jnp.where(improved, val_loss, state.best_val),
             best_epoch=jnp.where(improved, state.epoch, state.best_epoch))
-        return state, {"train_loss": step_losses.mean(), "val_loss": val_loss}
+        return state, {"train_loss": train_loss, "val_loss": val_loss}
+
+    def epoch_single(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
+        """One epoch over shuffled batches (a ``lax.scan``), then validation and best-tracking."""
+        order, keys = self._plan(state, train["x"].shape[0])
+        state, step_losses = self._steps(state, train, order, keys)
+        return self._end_epoch(state, val, step_losses.mean())
+
+    def call_single(self, state: TrainState, train: Data, val: Data, length: int, last: bool) -> tuple[TrainState, dict]:
+        """``length`` steps of the current epoch from its step ``state.step - epoch * steps``; the
+        epoch's last call also validates. Metrics only from a last call."""
+        steps = train["x"].shape[0] // self.batch_size
+        order, keys = self._plan(state, train["x"].shape[0])
+        start = state.step - state.epoch * steps
+        order = jax.lax.dynamic_slice_in_dim(order, start, length)
+        keys = jax.lax.dynamic_slice_in_dim(keys, start, length)
+        state, step_losses = self._steps(state, train, order, keys)
+        state = state.replace(loss_sum=state.loss_sum + step_losses.sum())
+        if not last:
+            return state, {}
+        return self._end_epoch(state.replace(loss_sum=jnp.zeros_like(state.loss_sum)), val, state.loss_sum / steps)
 
     def _chunks(self, data: Data):
         """Pads to a whole number of eval chunks; returns chunked arrays and a row-validity mask."""
@@ -308,6 +343,21 @@ class Trainer:
         """One epoch for every member; ``state`` is donated."""
         return self._epoch(state, train, val)
 
+    def steps_per_epoch(self, train: Data) -> int:
+        return train["x"].shape[1 if self.member_data else 0] // self.batch_size
+
+    def run_steps(self, state: TrainState, train: Data, val: Data, start: int, length: int) -> tuple[TrainState, dict]:
+        """Steps ``start .. start + length`` of the current epoch (``start`` must equal the state's);
+        a whole epoch is :meth:`epoch`, anything else a separately compiled call. ``state`` is donated."""
+        steps = self.steps_per_epoch(train)
+        if start == 0 and length == steps:
+            return self.epoch(state, train, val)
+        last = start + length == steps
+        if (length, last) not in self._calls:
+            fn = lambda st, tr, va: self.call_single(st, tr, va, length, last)  # noqa: E731
+            self._calls[length, last] = jax.jit(self._over_members(fn), donate_argnums=0, out_shardings=self.replicated)
+        return self._calls[length, last](state, train, val)
+
     def predict(self, params, data: Data) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Reconstructions ``(K, N, ...)`` and per-sample errors ``(K, N)`` for every member."""
         return self._predict(params, data)
@@ -320,16 +370,28 @@ class Trainer:
 def fit(trainer: Trainer, state: TrainState, train: Data, val: Data, epochs: int,
         on_epoch: Callable[[TrainState, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None) -> TrainState:
-    """Runs epochs until ``epochs`` (counted from the state's own epoch, so resuming just works).
+    """Runs epochs until ``epochs`` (counted from the state's own epoch and step, so resuming, also
+    in the middle of an epoch, just works).
 
-    ``on_epoch(state, metrics)`` sees host metrics with one value per member; ``should_stop``
-    is polled after each epoch (e.g. set by a preemption signal).
+    ``on_epoch(state, metrics)`` sees host metrics with one value per member; ``should_stop`` is
+    polled before every compiled call (a whole epoch, or ``trainer.steps_per_call`` steps), the
+    first one included, and ends training there when it returns true.
     """
-    start = int(np.asarray(jax.device_get(state.epoch)).reshape(-1)[0])
-    for _ in range(start, epochs):
-        state, metrics = trainer.epoch(state, train, val)
-        if on_epoch is not None:
-            on_epoch(state, jax.tree.map(np.asarray, jax.device_get(metrics)))
+    steps = trainer.steps_per_epoch(train)
+    epoch, step = (int(np.asarray(jax.device_get(a)).reshape(-1)[0]) for a in (state.epoch, state.step))
+    done = step - epoch * steps
+    if not 0 <= done < steps:
+        raise InputError(f"train state: step {step} is not in epoch {epoch} of {steps} steps "
+                         "(resumed with another data size or train.batch_size?)")
+    per_call = trainer.steps_per_call or steps
+    while epoch < epochs:
         if should_stop is not None and should_stop():
             break
+        length = min(per_call, steps - done)
+        state, metrics = trainer.run_steps(state, train, val, done, length)
+        done += length
+        if done == steps:
+            epoch, done = epoch + 1, 0
+            if on_epoch is not None:
+                on_epoch(state, jax.tree.map(np.asarray, jax.device_get(metrics)))
     return state
