@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.run.root = "runs"
     c.run.name = config_dict.placeholder(str)
     c.run.resume = False
+    c.run.compile_cache = "auto"  # persistent XLA cache dir, or "off"; auto: $RESEARCH_COMPILE_CACHE, else ~/.cache/research/jax_compile
+    c.run.tensorboard = True  # TensorBoard event files in the run directory
+    c.run.progress_every = 0  # also print a progress line every N epochs in batch logs (0: every 20 s only)
     return c
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from research import checkpoints, plots, scoring
+from research import checkpoints, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
 from research.data import Dataset, limit_rows, load_dataset
@@ -20,9 +20,10 @@ from research.data.scaling import Scaler
 from research.errors import InputError
 from research.metrics import classification_metrics
 from research.models import build_model
-from research.progress import Progress
+from research.monitor import RunMonitor
 from research.rundir import RunDir, git_info
-from research.training import Trainer, check_train_config, fit
+from research.startup import Startup
+from research.training import Trainer, check_train_config, fit, make_schedule
 
 
 def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
@@ -70,10 +71,6 @@ def member_metrics(member_errors: dict, labels: np.ndarray, th) -> dict:
             for key in ("roc_auc", "pr_auc", "f1", "precision", "recall")}
 
 
-def _fmt(metrics: dict) -> str:
-    return " ".join(f"{k}={np.mean(v):.4g}" for k, v in metrics.items())
-
-
 def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dict:
     """Runs one experiment; returns the summary that is also written to ``metrics.json``."""
     config = resolve(config)
@@ -82,8 +79,10 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     check_analyses(config)
     check_train_config(config.train)
     t_start = time.time()
+    startup = Startup.begin(config)
     lead = jax.process_index() == 0
     ds, scaler = prepare_data(config)
+    startup.mark("data")
     rundir = RunDir(config.run.root, config.experiment, config.run.name, writer=lead)
     if lead:
         log(f"run directory: {rundir.path}")
@@ -122,7 +121,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
         log_path.unlink()
 
     start_epoch = int(np.asarray(state.epoch)[0])
-    progress = Progress(tc.epochs, start_epoch, desc=config.experiment, enabled=lead)
+    monitor = RunMonitor(config, rundir, startup, start_epoch, steps, make_schedule(tc, steps), lead=lead)
     t_train = time.time()
 
     def on_epoch(st, metrics):
@@ -131,18 +130,18 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
                   "val_loss": metrics["val_loss"].tolist(), "time": round(time.time() - t_train, 3)}
         history.append(record)
         rundir.append_jsonl("log.jsonl", record)
-        progress.update(_fmt(metrics))
+        monitor.epoch(epoch, metrics)
         if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
             ckpt.save(st)
 
     stop = should_stop or (lambda: False)
     state = fit(trainer, state, train, val, tc.epochs, on_epoch=on_epoch, should_stop=stop)
-    progress.close()
     ckpt.save(state)
     train_seconds = time.time() - t_train
     epochs_done = int(np.asarray(state.epoch)[0])
     if epochs_done < tc.epochs:
         ckpt.close()
+        monitor.finish()
         if lead:
             log(f"stopped at epoch {epochs_done}/{tc.epochs}; checkpoint saved, resume with "
                 f"--config.run.name={rundir.path.name} --config.run.resume=True")
@@ -189,12 +188,16 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     rundir.write_csv("scores.csv", columns)
 
     recon_mean = recon.mean(0)
+    images = []  # the plots the event log shows too
     if config.plots.enabled and lead:
-        plots.loss_curves(history, rundir.plot_path("loss.png"))
+        from research import plots
+
+        images = [rundir.plot_path("loss.png"), rundir.plot_path("examples.png")]
+        plots.loss_curves(history, images[0])
         plots.error_histogram(errors["test"], thr, rundir.plot_path("error_hist.png"), labels)
         plots.error_scatter(errors["test"], thr, rundir.plot_path("error_scatter.png"), labels)
         plots.reconstruction_examples(
-            ds.test["x"], recon_mean, errors["test"], rundir.plot_path("examples.png"), kind=ds.kind,
+            ds.test["x"], recon_mean, errors["test"], images[1], kind=ds.kind,
             axis=ds.axis, axis_label=ds.axis_label, n=config.plots.n_examples, ids=ds.test_ids,
             mask=ds.test.get("mask"))
         if labels is not None and len(np.unique(labels)) == 2:
@@ -207,4 +210,5 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
         summary["analyses"] = run_analyses(config.analyses, ctx)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)
+    monitor.finish(summary, images)
     return summary

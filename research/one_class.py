@@ -27,10 +27,11 @@ from research.config import resolve
 from research.data.fashion_mnist import CLASS_NAMES, SHORT_NAMES, folder_of, read_split
 from research.errors import InputError
 from research.models import build_model
-from research.progress import Progress
+from research.monitor import RunMonitor
 from research.rundir import RunDir, git_info
 from research.train import parse_flags
-from research.training import Trainer, check_train_config, fit
+from research.startup import Startup
+from research.training import Trainer, check_train_config, fit, make_schedule
 
 
 def class_splits(images, labels, classes, limit: int, val_fraction: float, val_rows: int, seed: int):
@@ -72,6 +73,7 @@ def run(config, log=print) -> dict:
     scoring.check_normalizer(config.score.normalize)
     check_train_config(config.train)
     t_start = time.time()
+    startup = Startup.begin(config)
     dc, tc = config.data, config.train
     classes = tuple(int(c) for c in dc.get("classes", range(len(CLASS_NAMES))))
     if not classes or any(not 0 <= c < len(CLASS_NAMES) for c in classes):
@@ -85,6 +87,7 @@ def run(config, log=print) -> dict:
         test_x, test_y = test_x[keep], test_y[keep]
     train, val = class_splits(train_x, train_y, classes, limit, dc.val_fraction, dc.get("val_rows", 500),
                               config.seed)
+    startup.mark("data")
 
     n_members = len(classes) * tc.ensemble_size
     member_class = np.tile(np.arange(len(classes)), tc.ensemble_size)  # member m models classes[m % n]
@@ -116,7 +119,8 @@ def run(config, log=print) -> dict:
     if config.run.resume and ckpt.latest_epoch() is not None:
         state = ckpt.restore(state)
         log(f"resumed from epoch {ckpt.latest_epoch()}")
-    progress = Progress(tc.epochs, int(np.asarray(state.epoch)[0]), desc=config.experiment, enabled=lead)
+    monitor = RunMonitor(config, rundir, startup, int(np.asarray(state.epoch)[0]), steps, make_schedule(tc, steps),
+                         lead=lead)
     t_train = time.time()
 
     def on_epoch(st, metrics):
@@ -125,12 +129,11 @@ def run(config, log=print) -> dict:
                   "val_loss": metrics["val_loss"].tolist(), "time": round(time.time() - t_train, 3)}
         history.append(record)
         rundir.append_jsonl("log.jsonl", record)
-        progress.update(f"train_loss={metrics['train_loss'].mean():.4g} val_loss={metrics['val_loss'].mean():.4g}")
+        monitor.epoch(epoch, metrics)
         if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
             ckpt.save(st)
 
     state = fit(trainer, state, train_d, val_d, tc.epochs, on_epoch=on_epoch)
-    progress.close()
     ckpt.save(state)
     ckpt.close()
     train_seconds = time.time() - t_train
@@ -166,14 +169,17 @@ def run(config, log=print) -> dict:
     columns.update({f"score_{SHORT_NAMES[c]}": scores[i] for i, c in enumerate(classes)})
     rundir.write_csv("scores.csv", columns)
 
+    images = []  # the plots the event log shows too
     if config.plots.enabled and lead:
+        images = [rundir.plot_path("loss.png"), rundir.plot_path("class_extremes.png")]
         if history:
-            plots.loss_curves(history, rundir.plot_path("loss.png"))
+            plots.loss_curves(history, images[0])
         image_plots.roc_by_class(test_y, scores, classes, CLASS_NAMES, rundir.plot_path("roc_by_class.png"))
         image_plots.class_extremes(test_x, scores, [CLASS_NAMES[c] for c in classes],
-                                   rundir.plot_path("class_extremes.png"), n=config.plots.n_examples)
+                                   images[1], n=config.plots.n_examples)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)
+    monitor.finish(summary, images)
     return summary
 
 
