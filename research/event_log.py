@@ -26,7 +26,11 @@ class EventLog:
         from tensorboardX import SummaryWriter
 
         purge = resumed_at + 1 if resumed_at else None
-        self.writer = SummaryWriter(logdir=str(logdir), purge_step=purge, flush_secs=flush_secs)
+        # Files are read in name order; the suffix keeps a resumed file after the one it continues
+        # even when both were opened in the same second (the name's timestamp).
+        suffix = f".resumed{resumed_at:06d}" if resumed_at else ""
+        self.writer = SummaryWriter(logdir=str(logdir), purge_step=purge, flush_secs=flush_secs,
+                                    filename_suffix=suffix)
 
     def epoch(self, epoch: int, metrics: Mapping[str, np.ndarray], lr: float | None = None,
               seconds: float | None = None) -> None:
