@@ -22,7 +22,6 @@ import threading
 OFF = ("off", "none", "false", "0", "no")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 HIT_EVENT = "/jax/compilation_cache/cache_hits"
-WRITE_EVENT = "/jax/compilation_cache/cache_misses"  # JAX records a miss when it writes the new entry
 
 
 def default_dir() -> pathlib.Path:
@@ -52,16 +51,12 @@ class CacheStats:
 
     def __init__(self):
         self.programs: list[dict] = []
-        self.writes = 0
         self._hit = threading.local()
         self._lock = threading.Lock()
 
     def on_event(self, event: str, **_) -> None:
         if event == HIT_EVENT:
             self._hit.pending = True
-        elif event == WRITE_EVENT:
-            with self._lock:
-                self.writes += 1
 
     def on_duration(self, event: str, seconds: float, fun_name: str = "?", **_) -> None:
         if event != COMPILE_EVENT:
@@ -71,11 +66,12 @@ class CacheStats:
         with self._lock:
             self.programs.append({"name": fun_name, "seconds": round(float(seconds), 3), "cached": hit})
 
-    def summary(self) -> dict:
+    def summary(self, start: int = 0) -> dict:
+        """Programs compiled since the ``start``-th: counts of cache hits and misses, and the list."""
         with self._lock:
-            programs = list(self.programs)
+            programs = self.programs[start:]
         hits = sum(p["cached"] for p in programs)
-        return {"hits": hits, "misses": len(programs) - hits, "written": self.writes,
+        return {"hits": hits, "misses": len(programs) - hits,
                 "compile_seconds": round(sum(p["seconds"] for p in programs), 3), "programs": programs}
 
 

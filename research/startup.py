@@ -82,9 +82,4 @@ class Startup:
 
     def cache_record(self) -> dict:
         """Every program compiled since the run began, with whether it came from the cache."""
-        summary = self.stats.summary()
-        summary["programs"] = summary["programs"][self._programs0:]
-        hits = sum(p["cached"] for p in summary["programs"])
-        return {**self.cache, "hits": hits, "misses": len(summary["programs"]) - hits,
-                "compile_seconds": round(sum(p["seconds"] for p in summary["programs"]), 3),
-                "programs": summary["programs"]}
+        return {**self.cache, **self.stats.summary(self._programs0)}
