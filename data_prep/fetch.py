@@ -13,13 +13,16 @@ from research.data.fetch import FETCHABLE, FetchError, fetch, fetch_root
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.fetch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("datasets", nargs="+", metavar="dataset", choices=(*FETCHABLE, "all"),
-                        help=f"{', '.join(FETCHABLE)} or all")
+    parser = argparse.ArgumentParser(prog="python -m data_prep.fetch",
+                                     description="Download, verify and unpack public datasets.")
+    parser.add_argument("datasets", nargs="+", metavar="dataset", help=f"{', '.join(FETCHABLE)} or all")
     parser.add_argument("--root", help=f"data folder (default: $RESEARCH_DATA, else {fetch_root()})")
     args = parser.parse_args(argv)
     names = FETCHABLE if "all" in args.datasets else args.datasets
     try:
+        unknown = [n for n in names if n not in FETCHABLE]
+        if unknown:
+            raise FetchError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(FETCHABLE)} or all")
         for name in names:
             print(fetch(name, args.root))
     except FetchError as exc:

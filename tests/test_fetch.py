@@ -223,3 +223,11 @@ def test_main_command_on_a_fresh_machine_fetches_on_first_use(mirror, tmp_path):
     assert "ecg5000: fetched and verified into" in proc.stdout and requests == ["/ecg5000/ECG5000.zip"]
     run = json.loads((tmp_path / "runs" / "ecg5000_dense" / "fresh" / "run.json").read_text())
     assert run["data"]["train_file"] == str(tmp_path / "data" / "ecg5000" / "ECG5000_TRAIN.txt")
+
+
+def test_unknown_dataset_is_one_line_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "data_prep.fetch", "ecg5000", "mnist"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ["error: unknown dataset 'mnist'; choose from ecg5000, fashion_mnist, fsdd, rf, "
+                                        "sdss or all"]
