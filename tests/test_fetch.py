@@ -231,3 +231,25 @@ def test_unknown_dataset_is_one_line_exit_2():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == ["error: unknown dataset 'mnist'; choose from ecg5000, fashion_mnist, fsdd, rf, "
                                         "sdss or all"]
+
+
+@pytest.mark.data("ecg5000")
+def test_a_loader_fetches_on_first_use_when_the_folder_is_nowhere(mirror, tmp_path, monkeypatch):
+    import ml_collections
+
+    from research import paths
+    from research.data import ecg5000
+
+    served, requests = mirror
+    _ecg_zip(served)
+    monkeypatch.delenv("RESEARCH_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(paths, "DEFAULT_DATA_ROOT", tmp_path / "no_shared_data")
+    cache = tmp_path / "xdg" / "research" / "data"
+    assert paths.data_root() == cache
+    ds = ecg5000.load(ml_collections.ConfigDict({"root": None, "path": None}))
+    assert ds.meta["train_file"] == str(cache / "ecg5000" / "ECG5000_TRAIN.txt")
+    assert len(ds.train["x"]) == 292 and len(ds.test["x"]) == 4500
+    assert requests == ["/ecg5000/ECG5000.zip"]
+    ecg5000.load(ml_collections.ConfigDict({"root": None, "path": None}))
+    assert len(requests) == 1
