@@ -22,7 +22,7 @@ from research.metrics import classification_metrics
 from research.models import build_model
 from research.monitor import RunMonitor
 from research.rundir import RunDir, git_info
-from research.startup import Startup
+from research import startup as run_startup
 from research.training import Trainer, check_train_config, fit, make_schedule
 
 
@@ -79,7 +79,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     check_analyses(config)
     check_train_config(config.train)
     t_start = time.time()
-    startup = Startup.begin(config)
+    startup = run_startup.take(config)
     lead = jax.process_index() == 0
     ds, scaler = prepare_data(config)
     startup.mark("data")

@@ -30,7 +30,7 @@ from research.models import build_model
 from research.monitor import RunMonitor
 from research.rundir import RunDir, git_info
 from research.train import parse_flags
-from research.startup import Startup
+from research import startup as run_startup
 from research.training import Trainer, check_train_config, fit, make_schedule
 
 
@@ -73,7 +73,7 @@ def run(config, log=print) -> dict:
     scoring.check_normalizer(config.score.normalize)
     check_train_config(config.train)
     t_start = time.time()
-    startup = Startup.begin(config)
+    startup = run_startup.take(config)
     dc, tc = config.data, config.train
     classes = tuple(int(c) for c in dc.get("classes", range(len(CLASS_NAMES))))
     if not classes or any(not 0 <= c < len(CLASS_NAMES) for c in classes):
@@ -189,6 +189,7 @@ def main(argv) -> None:
         sys.exit(2)
     logging.set_verbosity(logging.WARNING)
     try:
+        run_startup.begin(flags.FLAGS.config)
         summary = run(flags.FLAGS.config)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -60,11 +60,6 @@ class Startup:
         self._trace0 = _Tracing.seconds
         self.mark("imports")
 
-    @classmethod
-    def begin(cls, config) -> "Startup":
-        """Turns the compilation cache on as ``run.compile_cache`` says, then starts timing."""
-        run = config.run
-        return cls(compile_cache.enable(run.get("compile_cache", ""), run.root))
 
     def mark(self, phase: str) -> None:
         now = time.time()
@@ -83,3 +78,25 @@ class Startup:
     def cache_record(self) -> dict:
         """Every program compiled since the run began, with whether it came from the cache."""
         return {**self.cache, **self.stats.summary(self._programs0)}
+
+
+_pending: Startup | None = None
+
+
+def begin(config) -> Startup:
+    """Turns the compilation cache on as ``run.compile_cache`` says and starts timing the next run.
+
+    A command line calls this as soon as its config is read, so that ``data`` counts from there.
+    """
+    global _pending
+    run = config.run
+    _pending = Startup(compile_cache.enable(run.get("compile_cache", ""), run.root))
+    return _pending
+
+
+def take(config) -> Startup:
+    """The :class:`Startup` begun for this run, or one begun now (a run started from Python)."""
+    global _pending
+    startup = _pending or begin(config)
+    _pending = None
+    return startup

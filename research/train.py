@@ -96,7 +96,9 @@ def main(argv) -> None:
         return
     import jax  # imported late (with the rest) so --help stays fast
 
-    from research import distributed, experiment, preemption, slurm
+    from research import distributed, experiment, preemption, slurm, startup
+
+    startup.begin(config)
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     stop = preemption.StopFlag().install()
