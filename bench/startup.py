@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import pathlib
@@ -119,6 +120,21 @@ def per_config(configs: list[str], tmp: pathlib.Path) -> list[dict]:
     return rows
 
 
+def all_configs() -> list[str]:
+    """Every experiment config, each variant of a file with ``VARIANTS`` on its own."""
+    sys.path.insert(0, str(REPO))
+    out = []
+    for f in sorted((REPO / "experiments").glob("*.py")):
+        if f.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"experiments.{f.stem}", f)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        variants = getattr(module, "VARIANTS", None)
+        out += [f"experiments/{f.name}:{v}" for v in variants] if variants else [f"experiments/{f.name}"]
+    return out
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -193,8 +209,7 @@ def main() -> None:
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"))
     args = p.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    configs = args.configs or sorted(str(f.relative_to(REPO)) for f in (REPO / "experiments").glob("*.py")
-                                     if not f.name.startswith("_"))
+    configs = args.configs or all_configs()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     result = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": commit, "load_start": _load()}
