@@ -253,3 +253,29 @@ def test_a_loader_fetches_on_first_use_when_the_folder_is_nowhere(mirror, tmp_pa
     assert requests == ["/ecg5000/ECG5000.zip"]
     ecg5000.load(ml_collections.ConfigDict({"root": None, "path": None}))
     assert len(requests) == 1
+
+
+def test_a_transfer_cut_short_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"PK\x03\x04 only the start")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(fetch.MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(FetchError, match=r"^ecg5000: cannot download http://127\.0\.0\.1:\d+/ecg5000/ECG5000\.zip "
+                                             r"\(IncompleteRead"):
+            fetch.fetch("ecg5000", root=tmp_path / "data", log=None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "data" / "ecg5000").exists()
+    _nothing_half_written(tmp_path / "data")

@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import pathlib
@@ -268,7 +269,9 @@ def download(url: str, path: pathlib.Path, what: str, manual: str, timeout: floa
                 sha.update(chunk)
                 md5.update(chunk)
                 size += len(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            if getattr(response, "length", None):  # bytes announced but never sent
+                raise http.client.IncompleteRead(b"", response.length)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise FetchError(f"{what}: cannot download {url} ({reason}); {manual}") from None
     return {"url": url, "bytes": size, "sha256": sha.hexdigest(), "md5": md5.hexdigest()}
