@@ -105,7 +105,7 @@ def main_job(config: str, rounds: int, tmp: pathlib.Path) -> dict:
             "programs_from_cache": rs[-1]["cache"]["hits"] if rs[-1]["cache"] else 0,
             "programs": (rs[-1]["cache"]["hits"] + rs[-1]["cache"]["misses"]) if rs[-1]["cache"] else 0,
             "walls": [r["wall_seconds"] for r in rs]}
-    return {"config": config, "rounds": rounds, "runs": summary}
+    return {"config": config, "rounds": rounds, "runs": summary, "load_end": _load()}
 
 
 def per_config(configs: list[str], tmp: pathlib.Path) -> list[dict]:
@@ -150,7 +150,8 @@ def markdown(result: dict) -> str:
         r = m["runs"]
         second = r["second"]["wall_seconds"]
         lines += [
-            f"**Main job** (`python -m research.train --config={m['config']}`), median of {m['rounds']} rounds, "
+            f"**Main job** (`python -m research.train --config={m['config']}`), median of {m['rounds']} rounds "
+            f"(load average {m['load_start']} before, {m['load_end']} after), "
             "each round: without the cache, first run on an empty cache, second run. Wall = the whole process "
             "(imports, data, compiling, 100 epochs, scoring, plots, checkpoints, event files); CPU = its user + system "
             "time.", "",
@@ -171,7 +172,8 @@ def markdown(result: dict) -> str:
                   "Compiling here is tracing and lowering (not cached: JAX traces every run) plus XLA's compile or "
                   "the cache read.", ""]
     if result.get("configs"):
-        lines += ["**Time to first epoch, every experiment config** (cold: empty cache; warm: the second run). "
+        lines += ["**Time to first epoch, every experiment config** (cold: empty cache; warm: the second run; "
+                  f"load average {result['configs_load_start']} before, {result['configs_load_end']} after). "
                   "Each run is stopped once its first epoch is recorded.", "",
                   "| config | cold: to first epoch (s) | imports | data | setup | first epoch | compiling | warm: to first epoch (s) | compiling | warm / cold |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -207,6 +209,7 @@ def main() -> None:
     p.add_argument("--configs", nargs="*", help="configs for time to first epoch (default: every experiments/*.py)")
     p.add_argument("--output", default=str(REPO / "bench" / "results" / "startup.json"))
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"))
+    p.add_argument("--keep", metavar="JSON", help="take the parts not measured now from this earlier result")
     args = p.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     configs = args.configs or all_configs()
@@ -216,12 +219,19 @@ def main() -> None:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_startup_"))
     try:
         if not args.no_main:
-            result["main"] = main_job(args.main, args.rounds, tmp)
+            result["main"] = {"load_start": _load(), **main_job(args.main, args.rounds, tmp)}
         if not args.no_configs:
+            result["configs_load_start"] = _load()
             result["configs"] = per_config(configs, tmp)
+            result["configs_load_end"] = _load()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["load_end"] = _load()
+    if args.keep:
+        earlier = json.loads(pathlib.Path(args.keep).read_text())
+        for part in ("main", "configs", "configs_load_start", "configs_load_end"):
+            if part not in result and part in earlier:
+                result[part] = earlier[part]
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
