@@ -8,8 +8,6 @@ and no framework's thread pool spins while another one is being timed.
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import resource
@@ -43,19 +41,10 @@ def worker_args(description: str, extra=None) -> argparse.Namespace:
 
 
 def load_config(path: str, overrides=()):
-    """``get_config()`` of an experiment file, with ``key=value`` overrides (values as Python literals)."""
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for item in overrides:
-        key, value = item.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        config.update_from_flattened_dict({key: value})
-    return config
+    """``experiments/x.py[:variant]`` with ``key=value`` overrides (:func:`research.cli.load_config`)."""
+    from research.cli import load_config as load
+
+    return load(path, overrides)
 
 
 def prepare(config):

@@ -1,6 +1,6 @@
 """Seconds per epoch of a K-member vmapped ensemble (``config.train.ensemble_size = K``), one process per K.
 
-    python -m bench.ensembles --config experiments/ecg5000_dense.py --members 16
+    python -m bench.ensembles --config experiments/ecg5000.py:dense --members 16
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One anomaly detector on one experiment's data: train on the normal training rows, score the test
 split, report ROC-AUC and seconds. ``project`` is this codebase's own run of the config.
 
-    python -m bench.pyod_compare --config experiments/ecg5000_dense.py --detector IForest
+    python -m bench.pyod_compare --config experiments/ecg5000.py:dense --detector IForest
 """
 
 from __future__ import annotations

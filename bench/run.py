@@ -2,7 +2,7 @@
 
     pip install -r bench/requirements.txt
     python bench/run.py                      # everything, on the GPU when one is visible
-    python bench/run.py --items pyod --ecg-config experiments/ecg5000_ensemble.py
+    python bench/run.py --items pyod --ecg-config experiments/ecg5000.py:ensemble
     python bench/run.py --items regions --merge   # re-measure one item, keep the others from the JSON
 
 Each measurement is its own worker process (``python -m bench.<worker>``), so every figure carries its
@@ -217,18 +217,20 @@ def gpu_name() -> str | None:
 def _split_spec(spec: str) -> tuple[str, list[str]]:
     """``experiments/x.py:train.batch_size=32:...`` -> the config path and its ``--set`` arguments."""
     path, *sets = spec.split(":")
+    if sets and "=" not in sets[0]:  # experiments/x.py:variant
+        path, sets = f"{path}:{sets[0]}", sets[1:]
     return path, [a for item in sets for a in ("--set", item)]
 
 
 def _member_chunk(spec: str) -> int:
     """The ``train.member_chunk`` override of a config spec (0: all members in one vmap)."""
-    sets = dict(item.split("=", 1) for item in spec.split(":")[1:])
+    sets = dict(item.split("=", 1) for item in spec.split(":")[1:] if "=" in item)
     return int(sets.get("train.member_chunk", 0))
 
 
 def _name(spec: str) -> str:
-    path, *sets = spec.split(":")
-    return " ".join([pathlib.Path(path).stem, *sets])
+    path, sets = _split_spec(spec)
+    return " ".join([pathlib.Path(path).name.replace(".py", ""), *sets[1::2]])
 
 
 def _fmt(x, digits=3) -> str:
@@ -540,10 +542,10 @@ def write_report(path: pathlib.Path, results: dict, argv: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", default=",".join(ITEMS), help=f"comma-separated subset of {ITEMS}")
-    p.add_argument("--ecg-config", default="experiments/ecg5000_dense.py", help="the project's best ECG5000 config")
+    p.add_argument("--ecg-config", default="experiments/ecg5000.py:dense", help="the project's best ECG5000 config")
     p.add_argument("--throughput-configs", help="comma-separated config files, each optionally followed by "
-                   ":key=value overrides", default="experiments/fashion_mnist_dense.py,"
-                   "experiments/fashion_mnist_dense.py:train.batch_size=32,experiments/ecg5000_conv1d.py")
+                   ":key=value overrides", default="experiments/fashion_mnist.py:dense,"
+                   "experiments/fashion_mnist.py:dense:train.batch_size=32,experiments/ecg5000.py:conv1d")
     p.add_argument("--ensemble-configs", help="comma-separated config specs for item 2 (as --throughput-configs); "
                    "default: the --ecg-config, ecg5000_conv1d, and ecg5000_conv1d with train.member_chunk=1")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -572,7 +574,7 @@ def main() -> None:
     throughput_configs = [c for c in args.throughput_configs.split(",") if c]
     if args.ecg_config not in throughput_configs:
         throughput_configs.append(args.ecg_config)
-    conv1d = "experiments/ecg5000_conv1d.py"
+    conv1d = "experiments/ecg5000.py:conv1d"
     ensemble_configs = ([c for c in args.ensemble_configs.split(",") if c] if args.ensemble_configs else
                         list(dict.fromkeys([args.ecg_config, conv1d, f"{conv1d}:train.member_chunk=1"])))
     steps = {

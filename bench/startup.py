@@ -4,7 +4,7 @@ first epoch, cold (empty cache) and warm (second run).
 
     python -m bench.startup                       # everything: about 10 minutes on 2 shared cores
     python -m bench.startup --rounds 5 --no-configs
-    python -m bench.startup --configs experiments/rf_dense.py experiments/sdss_cnn_skip.py
+    python -m bench.startup --configs experiments/rf.py:dense experiments/sdss_cnn_skip.py
 
 Every run is its own process with its own cache directory under a temporary folder, so "cold"
 really compiles and nothing of the user's cache is read or changed. The three kinds of main-job run
@@ -31,14 +31,13 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-MAIN = "experiments/ecg5000_ensemble.py"
+MAIN = "experiments/ecg5000.py:ensemble"
 BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
 TARGET_SECONDS = 10.0
 
 
 def _command(config: str, root: pathlib.Path, name: str, cache: str) -> list[str]:
-    module = "research.one_class" if "one_class" in pathlib.Path(config.split(":")[0]).stem else "research.train"
-    return [sys.executable, "-m", module, f"--config={config}", f"--config.run.root={root}",
+    return [sys.executable, "-m", "research.train", f"--config={config}", f"--config.run.root={root}",
             f"--config.run.name={name}", f"--config.run.compile_cache={cache}"]
 
 

@@ -4,7 +4,7 @@
 ``torch``: the eager twin from :mod:`bench.torch_baselines` (same layers, batch size, optimiser,
 samples per epoch and validation set). Both time whole epochs, after the warm-up epochs.
 
-    python -m bench.throughput --config experiments/ecg5000_conv1d.py --framework jax
+    python -m bench.throughput --config experiments/ecg5000.py:conv1d --framework jax
 """
 
 from __future__ import annotations

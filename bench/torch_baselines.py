@@ -124,11 +124,6 @@ class EagerTrainer:
         self._sync()
         return float(total) / max(steps, 1), val_loss
 
-    def predict_errors(self, x: torch.Tensor) -> np.ndarray:
-        self.model.eval()
-        with torch.no_grad():
-            return torch.cat([((self.model(c) - c) ** 2).reshape(len(c), -1).mean(1) for c in x.split(1024)]).cpu().numpy()
-
 
 def n_params(model: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in model.parameters())

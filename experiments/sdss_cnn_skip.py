@@ -1,4 +1,6 @@
-"""SDSS spectra, CNN-skip autoencoder: train on galaxies, score held-out galaxies and other classes,
+"""python -m research.train --config=experiments/sdss_cnn_skip.py
+
+SDSS spectra, CNN-skip autoencoder: train on galaxies, score held-out galaxies and other classes,
 then find anomalous wavelength regions in every test spectrum (analysis ``sdss_regions``).
 
 47 real spectra are few, so the model is small, trained for many epochs with input noise
@@ -17,7 +19,7 @@ from research.config import base_config
 
 
 def get_config():
-    c = base_config()
+    c = base_config("sdss", "cnn_skip")
     c.experiment = "sdss_cnn_skip"
     c.smoke_epochs = 2
     c.data.name = "sdss"

@@ -7,7 +7,3 @@ class InputError(Exception):
     The CLI prints ``error: <message>`` and exits with status 2, with no traceback.
     """
 
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)

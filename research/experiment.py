@@ -3,27 +3,19 @@ plots and analyses, all written to ``runs/<experiment>/<run-name>/``."""
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
 import time
 from typing import Callable
 
-import jax
 import numpy as np
 
-from research import checkpoints, scoring
+from research import pipeline, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
 from research.data import Dataset, limit_rows, load_dataset
 from research.data.scaling import Scaler
 from research.errors import InputError
 from research.metrics import classification_metrics
-from research.models import build_model
-from research.monitor import RunMonitor
-from research.rundir import RunDir, git_info
-from research import startup as run_startup
-from research.training import Trainer, check_train_config, fit, make_schedule
+from research.training import check_train_config
 
 
 def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
@@ -42,8 +34,15 @@ def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
     ds.train = {k: v[perm[n_val:]] for k, v in ds.train.items()}
 
 
-def prepare_data(config) -> tuple[Dataset, Scaler]:
+def report_skipped(ds: Dataset, log=print) -> None:
+    """Every input file the loader skipped, one line each (they are also in ``run.json`` under ``data``)."""
+    for entry in ds.meta.get("skipped") or ():
+        log(f"skipped {entry}")
+
+
+def prepare_data(config, log=print) -> tuple[Dataset, Scaler]:
     ds = load_dataset(config.data)
+    report_skipped(ds, log)
     if len(ds.train["x"]) == 0:
         raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
     split_validation(ds, config.data.val_fraction, config.seed)
@@ -78,75 +77,21 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     scoring.check_threshold(config.threshold)
     check_analyses(config)
     check_train_config(config.train)
+    pipeline.check(config)
     t_start = time.time()
-    startup = run_startup.take(config)
-    lead = jax.process_index() == 0
-    ds, scaler = prepare_data(config)
-    startup.mark("data")
-    rundir = RunDir(config.run.root, config.experiment, config.run.name, writer=lead)
-    if lead:
-        log(f"run directory: {rundir.path}")
-    rundir.write_json("config.json", json.loads(config.to_json_best_effort()))
-
-    model = build_model(config.model)
+    ds, scaler = prepare_data(config, log)
     tc = config.train
-    steps = len(ds.train["x"]) // tc.batch_size
-    if steps == 0:
-        raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
-                         f"{len(ds.train['x'])} training rows")
-    trainer = Trainer.from_config(model, tc, steps)
     seeds = [config.seed + i for i in range(tc.ensemble_size)]
-    rundir.write_json("run.json", {
-        "seeds": seeds, "git": git_info(), "argv": sys.argv, "python": platform.python_version(),
-        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
-        "process_count": jax.process_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "n_train": len(ds.train["x"]), "n_val": len(ds.val["x"]), "n_test": len(ds.test["x"]),
-        "data": ds.meta})
-
+    result = pipeline.train(
+        config, ds.train, ds.val, seeds=seeds, should_stop=should_stop, log=log,
+        run_info={"n_train": len(ds.train["x"]), "n_val": len(ds.val["x"]), "n_test": len(ds.test["x"]),
+                  "data": ds.meta})
+    rundir, trainer, state, history = result.rundir, result.trainer, result.state, result.history
+    if result.stopped:
+        return {"stopped_at_epoch": result.epochs_done, "run_dir": str(rundir.path), "exit_code": result.exit_code}
+    lead = rundir.writer
     train, val, test = trainer.put(ds.train), trainer.put(ds.val), trainer.put(ds.test)
-    sample_shape = ds.train["x"].shape[1:]
-    state = trainer.init(seeds, sample_shape)
-    ckpt = checkpoints.Checkpoints(rundir.checkpoints)
-    history: list[dict] = []
-    log_path = rundir.path / "log.jsonl"
-    if config.run.resume and ckpt.latest_epoch() is not None:
-        state = ckpt.restore(state)
-        start = ckpt.latest_epoch()
-        if log_path.exists():
-            history = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["epoch"] <= start]
-        if lead:
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-            log(f"resumed from epoch {start} ({rundir.checkpoints / 'latest'})")
-    elif lead and log_path.exists():
-        log_path.unlink()
-
-    start_epoch = int(np.asarray(state.epoch)[0])
-    monitor = RunMonitor(config, rundir, startup, start_epoch, steps, make_schedule(tc, steps), lead=lead)
-    t_train = time.time()
-
-    def on_epoch(st, metrics):
-        epoch = int(np.asarray(st.epoch)[0])
-        record = {"epoch": epoch, "train_loss": metrics["train_loss"].tolist(),
-                  "val_loss": metrics["val_loss"].tolist(), "time": round(time.time() - t_train, 3)}
-        history.append(record)
-        rundir.append_jsonl("log.jsonl", record)
-        monitor.epoch(epoch, metrics)
-        if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
-            ckpt.save(st)
-
-    stop = should_stop or (lambda: False)
-    state = fit(trainer, state, train, val, tc.epochs, on_epoch=on_epoch, should_stop=stop)
-    ckpt.save(state)
-    train_seconds = time.time() - t_train
-    epochs_done = int(np.asarray(state.epoch)[0])
-    if epochs_done < tc.epochs:
-        ckpt.close()
-        monitor.finish()
-        if lead:
-            log(f"stopped at epoch {epochs_done}/{tc.epochs}; checkpoint saved, resume with "
-                f"--config.run.name={rundir.path.name} --config.run.resume=True")
-        return {"stopped_at_epoch": epochs_done, "run_dir": str(rundir.path)}
-    ckpt.close()
+    epochs_done, train_seconds = result.epochs_done, result.train_seconds
 
     params = state.best_params if tc.use_best else state.params
     member_errors, recon = {}, None
@@ -204,11 +149,24 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
             plots.roc_curve(labels, errors["test"], rundir.plot_path("roc.png"))
 
     if config.analyses:
-        ctx = RunContext(config=config, dataset=ds, run=rundir, trainer=trainer, state=state, params=params,
-                         recon_test=recon, errors=errors, errors_std=spread, threshold=thr, flags=flags,
-                         scaler=scaler)
+        ctx = RunContext(config=config, dataset=ds, run=rundir, recon_test=recon, errors=errors, scaler=scaler)
         summary["analyses"] = run_analyses(config.analyses, ctx)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)
-    monitor.finish(summary, images)
+    result.monitor.finish(summary, images)
     return summary
+
+
+def headline(summary: dict) -> str:
+    """The line ``research.train`` prints at the end of the run."""
+    parts = [f"{summary['experiment']}: threshold={summary['threshold']['value']:.5g}",
+             f"flagged={summary['n_flagged']}/{summary['n_test']}"]
+    test = summary.get("test")
+    if test:
+        parts += [f"roc_auc={test['roc_auc']:.4f}", f"pr_auc={test['pr_auc']:.4f}", f"f1={test['f1']:.4f}",
+                  f"confusion={test['confusion']}"]
+    members = summary.get("members")
+    if members:
+        parts += [f"members: roc_auc={members['roc_auc']['mean']:.4f}±{members['roc_auc']['std']:.4f}",
+                  f"f1={members['f1']['mean']:.4f}±{members['f1']['std']:.4f}"]
+    return " ".join(parts) + f" ({summary['seconds_total']:.1f} s) -> {summary['run_dir']}"

@@ -5,7 +5,7 @@ at the end, which programs came from the compilation cache, both into ``run.json
 from __future__ import annotations
 
 import time
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -21,11 +21,12 @@ def _fmt(metrics: Mapping) -> str:
 class RunMonitor:
     """``epoch(n, metrics)`` after every epoch, ``finish(summary, images)`` once; only the lead process writes.
 
-    ``lr`` maps a step count to the learning rate (an optax schedule or a number).
+    ``lr`` maps a step count to the learning rate (an optax schedule or a number); ``text`` formats the
+    progress line's metrics.
     """
 
     def __init__(self, config, rundir, startup: Startup, start_epoch: int, steps_per_epoch: int, lr=None,
-                 lead: bool = True):
+                 lead: bool = True, text: Callable[[Mapping], str] | None = None):
         run, total = config.run, config.train.epochs
         self.rundir, self.startup, self.lead = rundir, startup, lead
         self.start_epoch, self.steps_per_epoch = start_epoch, steps_per_epoch
@@ -34,6 +35,7 @@ class RunMonitor:
         self.events = EventLog(rundir.path, resumed_at=start_epoch) if lead and run.get("tensorboard", True) else None
         self.lr = self._rates(lr, start_epoch, total)
         self.last_epoch = start_epoch
+        self.text = text or _fmt
         self.startup.mark("setup")
         self._t = time.time()
 
@@ -60,7 +62,7 @@ class RunMonitor:
         if self.events is not None:
             self.events.epoch(epoch, metrics, self.lr.get(epoch), seconds)
         self.last_epoch = epoch
-        self.progress.update(_fmt(metrics))
+        self.progress.update(self.text(metrics))
 
     def finish(self, summary: Mapping | None = None, images: Iterable = ()) -> None:
         """Closes the progress line and the event file; records the compiled programs in ``run.json``."""

@@ -19,7 +19,8 @@ def job_run_name(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def apply_run_defaults(config, env: Mapping[str, str] | None = None) -> None:
-    """Names an unnamed run after its SLURM job; a requeued job (SLURM_RESTART_COUNT > 0) resumes.
+    """Names an unnamed run after its SLURM job; a requeued job (SLURM_RESTART_COUNT > 0) resumes
+    (``run.resume='auto'``: from its checkpoint if it wrote one).
 
     A requeued job keeps its id, so it finds its own run directory and checkpoint. An explicit
     ``run.name`` is kept. Several processes outside SLURM share process 0's timestamp name, so they
@@ -35,5 +36,5 @@ def apply_run_defaults(config, env: Mapping[str, str] | None = None) -> None:
 
             stamp = int(multihost_utils.broadcast_one_to_all(np.int32(time.time())))
             config.run.name = time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp))
-    if int(env.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
-        config.run.resume = True
+    if int(env.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and config.run.resume is False:
+        config.run.resume = "auto"  # resume when the first run got to a checkpoint, else start afresh

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from research import losses
+from research.config import base_config, check_value, complete
 from research.errors import InputError
 
 Data = Mapping[str, Any]  # {'x': (N, ...), optional 'mask' and 'weights' of the same shape}
@@ -49,51 +50,49 @@ def make_mesh(devices=None) -> Mesh:
 
 def check_options(loss_kind: str, max_shift: int, mixup: float, member_chunk: int = 0) -> None:
     """The trainer's loss, augmentation and ensemble settings, as one-line config errors."""
-    if member_chunk < 0:
-        raise InputError(f"config key train.member_chunk: must be >= 0 (0 = all members at once), got {member_chunk}")
-    if max_shift < 0:
-        raise InputError(f"config key train.max_shift: must be >= 0, got {max_shift}")
-    if not (mixup >= 0 and np.isfinite(mixup)):
-        raise InputError(f"config key train.mixup: must be a finite number >= 0 (0 = off), got {mixup}")
+    for key, value in (("member_chunk", member_chunk), ("max_shift", max_shift), ("mixup", mixup)):
+        check_value(f"train.{key}", value)
     if loss_kind not in losses.KINDS:
         raise InputError(f"config key train.loss: unknown loss {loss_kind!r}; choose one of {losses.KINDS}")
 
 
 def check_train_config(tc) -> None:
     """:func:`check_options` on a ``config.train`` block: called before any data is read."""
-    check_options(tc.loss, int(tc.get("max_shift", 0)), float(tc.get("mixup", 0.0)), int(tc.get("member_chunk", 0)))
+    check_options(tc.loss, tc.max_shift, tc.mixup, tc.member_chunk)
 
 
 def make_schedule(cfg, steps_per_epoch: int) -> optax.ScalarOrSchedule:
     """Learning rate from ``config.train``: constant, cosine or warmup_cosine over all steps."""
+    cfg = complete(cfg, base_config().train.to_dict())
     total = max(1, int(cfg.epochs) * steps_per_epoch)
     lr = float(cfg.learning_rate)
-    schedule_name = cfg.get("schedule", "constant")
+    schedule_name = cfg.schedule
     if schedule_name == "constant":
         return lr
     if schedule_name == "cosine":
-        return optax.cosine_decay_schedule(lr, total, alpha=cfg.get("final_lr_fraction", 0.0))
+        return optax.cosine_decay_schedule(lr, total, alpha=cfg.final_lr_fraction)
     if schedule_name == "warmup_cosine":
-        warmup = max(1, int(cfg.get("warmup_epochs", 1)) * steps_per_epoch)
+        warmup = max(1, int(cfg.warmup_epochs) * steps_per_epoch)
         return optax.warmup_cosine_decay_schedule(
-            0.0, lr, warmup, max(total, warmup + 1), end_value=lr * cfg.get("final_lr_fraction", 0.0))
+            0.0, lr, warmup, max(total, warmup + 1), end_value=lr * cfg.final_lr_fraction)
     raise InputError(f"config key train.schedule: unknown schedule {schedule_name!r} "
                      "(constant, cosine, warmup_cosine)")
 
 
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
     """Optimiser from ``config.train``: adam/adamw/sgd on :func:`make_schedule`, optional clipping."""
+    cfg = complete(cfg, base_config().train.to_dict())
     schedule = make_schedule(cfg, steps_per_epoch)
-    name = cfg.get("optimizer", "adam")
+    name = cfg.optimizer
     if name == "adam":
         opt = optax.adam(schedule)
     elif name == "adamw":
-        opt = optax.adamw(schedule, weight_decay=cfg.get("weight_decay", 1e-4))
+        opt = optax.adamw(schedule, weight_decay=cfg.weight_decay)
     elif name == "sgd":
-        opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9))
+        opt = optax.sgd(schedule, momentum=cfg.momentum)
     else:
         raise InputError(f"config key train.optimizer: unknown optimizer {name!r} (adam, adamw, sgd)")
-    clip = cfg.get("grad_clip", 0.0)
+    clip = cfg.grad_clip
     return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
 
 
@@ -165,8 +164,8 @@ class Trainer:
         """A trainer with the optimiser, loss and augmentations of a ``config.train`` block."""
         tc = train_cfg
         return cls(model, make_optimizer(tc, steps_per_epoch), batch_size=tc.batch_size, loss_kind=tc.loss,
-                   input_noise=tc.input_noise, max_shift=tc.max_shift, mixup=float(tc.get("mixup", 0.0)),
-                   eval_batch_size=tc.eval_batch_size, member_chunk=int(tc.get("member_chunk", 0)),
+                   input_noise=tc.input_noise, max_shift=tc.max_shift, mixup=float(tc.mixup),
+                   eval_batch_size=tc.eval_batch_size, member_chunk=int(tc.member_chunk),
                    **{"mesh": make_mesh(), **kwargs})
 
     # ---- placement -------------------------------------------------------------------------

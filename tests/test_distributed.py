@@ -79,7 +79,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process(ecg_dir, tmp_path):
-    args = [sys.executable, "-m", "research.train", "--config=experiments/ecg5000_dense.py",
+    args = [sys.executable, "-m", "research.train", "--config=experiments/ecg5000.py:dense",
             "--config.data.limit=256", "--config.train.epochs=3", "--config.plots.enabled=False",
             f"--config.run.root={tmp_path}"]
     base = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")

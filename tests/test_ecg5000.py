@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_cli
 
-DENSE = "experiments/ecg5000_dense.py"
+DENSE = "experiments/ecg5000.py:dense"
 
 
 def _copy_ecg(ecg_dir, tmp_path):
@@ -59,10 +59,10 @@ def test_unknown_config_key(tmp_path):
 @pytest.mark.parametrize("override, fragments", [
     ("--config.score.normalize=l2", ("config key score.normalize", "unknown method 'l2'")),
     ("--config.train.max_shift=-3", ("config key train.max_shift", "must be >= 0")),
-    ("--config.train.mixup=-0.5", ("config key train.mixup", "must be a finite number >= 0")),
+    ("--config.train.mixup=-0.5", ("config key train.mixup", "must be >= 0, got -0.5")),
     ("--config.threshold.method=otsu", ("config key threshold.method", "unknown method 'otsu'")),
     ("--config.threshold.fit_on=dev", ("config key threshold.fit_on", "'dev' is not one of")),
-    ("--config.threshold.percentile=120", ("config key threshold.percentile", "must be in [0, 100]")),
+    ("--config.threshold.percentile=120", ("config key threshold.percentile", "must be >= 0, <= 100, got 120.0")),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, override, fragments):
     proc = run_cli(["--config=" + DENSE, override, f"--config.run.root={tmp_path}"])

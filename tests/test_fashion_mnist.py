@@ -150,9 +150,9 @@ def test_member_data_training_equals_separate_runs(test_split):
 
 
 def _one_class_config(tmp_path, **train):
-    from experiments.fashion_mnist_one_class import get_config
+    from experiments.fashion_mnist import get_config
 
-    c = get_config("dense")
+    c = get_config("one_class")
     c.data.classes = (1, 7)  # trousers and sneakers: far apart, learnable from a small subset
     c.data.limit = 512
     c.train.epochs = 3
@@ -189,8 +189,8 @@ def test_one_class_benchmark_small_subset(tmp_path, normalize, floor):
 
 
 def test_one_class_cli_rejects_bad_class(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "research.one_class",
-                          "--config=experiments/fashion_mnist_one_class.py:conv2d", "--config.data.classes=(3, 12)",
+    out = subprocess.run([sys.executable, "-m", "research.train",
+                          "--config=experiments/fashion_mnist.py:one_class_conv2d", "--config.data.classes=(3, 12)",
                           f"--config.run.root={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -203,7 +203,7 @@ def test_one_class_cli_rejects_bad_class(tmp_path):
 @pytest.mark.slow
 @pytest.mark.data("fashion_mnist")
 def test_seed_experiment_smoke_run(tmp_path):
-    out = run_cli(["--config=experiments/fashion_mnist_dense.py", "--config.smoke=True",
+    out = run_cli(["--config=experiments/fashion_mnist.py:dense", "--config.smoke=True",
                    f"--config.run.root={tmp_path}", "--config.run.name=smoke"])
     assert out.returncode == 0, out.stderr[-2000:]
     run_dir = tmp_path / "fashion_mnist_dense" / "smoke"
@@ -218,3 +218,23 @@ def test_seed_experiment_smoke_run(tmp_path):
     assert top[0]["error"] == pytest.approx(scores.max(), rel=1e-6)
     assert {p.name for p in (run_dir / "plots").iterdir()} >= {
         "originals_over_recon.png", "highest_errors.png", "error_hist.png", "examples.png", "loss.png"}
+
+
+@pytest.mark.slow
+@pytest.mark.data("fashion_mnist")
+def test_one_class_run_stops_and_resumes_to_the_uninterrupted_result(tmp_path):
+    # the one-class runner trains through research.pipeline: preemption and resume come with it
+    from research.one_class import run
+
+    stopped = run(_one_class_config(tmp_path), should_stop=lambda: True, log=lambda *_: None)
+    assert stopped["stopped_at_epoch"] == 1
+    config = _one_class_config(tmp_path)
+    config.run.resume = True
+    resumed = run(config, log=lambda *_: None)
+    config = _one_class_config(tmp_path)
+    config.run.name = "reference"
+    reference = run(config, log=lambda *_: None)
+    assert resumed["epochs"] == reference["epochs"] == 3
+    assert resumed["roc_auc"] == reference["roc_auc"]
+    log = (tmp_path / "fashion_mnist_one_class_dense" / "t" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in log] == [1, 2, 3]

@@ -216,7 +216,7 @@ def test_main_command_on_a_fresh_machine_fetches_on_first_use(mirror, tmp_path):
     served, requests = mirror
     _ecg_zip(served)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "research.train", "--config=experiments/ecg5000_dense.py",
+    proc = subprocess.run([sys.executable, "-m", "research.train", "--config=experiments/ecg5000.py:dense",
                            "--config.smoke=True", f"--config.run.root={tmp_path / 'runs'}", "--config.run.name=fresh"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

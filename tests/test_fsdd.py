@@ -113,9 +113,8 @@ def test_maps_write_files(tmp_path):
     errors = ((recon - ds.test["x"]) ** 2).mean(1)
     config = ml_collections.ConfigDict(dict(seed=0, plots=dict(enabled=True, n_examples=3),
                                             fsdd_maps=dict(n_clusters=3)))
-    ctx = RunContext(config=config, dataset=ds, run=RunDir(tmp_path, "maps"), trainer=None, state=None,
-                     params=None, recon_test=recon[None], errors={"test": errors}, errors_std={},
-                     threshold=float(np.percentile(errors, 95)), flags=errors > 0)
+    ctx = RunContext(config=config, dataset=ds, run=RunDir(tmp_path, "maps"), recon_test=recon[None],
+                     errors={"test": errors})
     out = fsdd_maps.run(ctx)
     assert sum(c["n"] for c in out["clusters"]) == len(errors) and out["n_clusters"] == 3
     assert out["top_anomalies"][0] == ds.test_ids[int(np.argmax(errors))]

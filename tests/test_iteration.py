@@ -18,7 +18,7 @@ from research.event_log import EventLog
 from research.progress import Progress
 from run_state import assert_bitwise_equal, final_state
 
-SMALL = ["--config=experiments/ecg5000_dense.py", "--config.data.limit=256", "--config.train.epochs=3",
+SMALL = ["--config=experiments/ecg5000.py:dense", "--config.data.limit=256", "--config.train.epochs=3",
          "--config.plots.enabled=False"]
 
 
@@ -106,10 +106,10 @@ def test_cache_off_compiles_everything_and_writes_no_cache(tmp_path):
 @pytest.mark.data("ecg5000")
 def test_event_files_hold_the_logged_losses_and_a_resumed_run_adds_no_duplicate_step(tmp_path):
 
-    from experiments import ecg5000_ensemble
+    from experiments import ecg5000
     from research import experiment
 
-    config = ecg5000_ensemble.get_config()
+    config = ecg5000.get_config("ensemble")
     config.data.limit, config.train.epochs, config.train.ensemble_size = 256, 4, 2
     config.train.checkpoint_every, config.plots.n_examples = 0, 2
     config.run.root, config.run.name, config.run.compile_cache = str(tmp_path), "r", str(tmp_path / "cache")

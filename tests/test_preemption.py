@@ -15,7 +15,7 @@ from research import preemption
 from run_state import assert_bitwise_equal, final_state
 
 EPOCHS = 300
-ARGS = ["--config=experiments/ecg5000_dense.py", "--config.data.limit=256", "--config.train.batch_size=8", f"--config.train.epochs={EPOCHS}",
+ARGS = ["--config=experiments/ecg5000.py:dense", "--config.data.limit=256", "--config.train.batch_size=8", f"--config.train.epochs={EPOCHS}",
         "--config.train.checkpoint_every=0", "--config.plots.enabled=False"]
 
 

@@ -208,10 +208,10 @@ def test_loader_errors():
 
 @pytest.mark.slow
 def test_rf_dense_smoke_run(tmp_path):
-    from experiments.rf_dense import get_config
+    from experiments.rf import get_config
     from research.experiment import run
 
-    c = get_config()
+    c = get_config("dense")
     c.smoke = True
     c.run.root = str(tmp_path)
     summary = run(c, log=lambda *_: None)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -33,7 +32,11 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 # ---- job naming (no cluster needed) -----------------------------------------------------------
 def _config(name=None):
-    return ml_collections.ConfigDict({"run": {"name": name, "resume": False}})
+    from research.config import base_config
+
+    config = base_config()
+    config.run.name = name
+    return config
 
 
 def test_run_is_named_after_the_job_and_a_requeued_job_resumes():
@@ -44,12 +47,12 @@ def test_run_is_named_after_the_job_and_a_requeued_job_resumes():
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42"})
     assert (config.run.name, config.run.resume) == ("42", False)
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "2"})
-    assert (config.run.name, config.run.resume) == ("42", True)
+    assert (config.run.name, config.run.resume) == ("42", "auto")
     config = _config("mine")
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42"})
     assert (config.run.name, config.run.resume) == ("mine", False)
     slurm.apply_run_defaults(config, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "1"})
-    assert (config.run.name, config.run.resume) == ("mine", True)
+    assert (config.run.name, config.run.resume) == ("mine", "auto")
 
 
 def test_summary_lists_unfinished_and_missing_tasks(tmp_path):
@@ -140,7 +143,7 @@ def single_run(cluster, tmp_path_factory):
     """One smoke run through slurm/train_gpu.sbatch (shared by the tests that compare with it)."""
     j = Jobs(tmp_path_factory.mktemp("single"))
     try:
-        job = j.sbatch("slurm/train_gpu.sbatch", "experiments/ecg5000_dense.py", *SMOKE,
+        job = j.sbatch("slurm/train_gpu.sbatch", "experiments/ecg5000.py:dense", *SMOKE,
                        f"--config.run.root={j.tmp / 'runs'}")
         state = j.wait(job)
         yield job, state, j.output(job)
@@ -167,7 +170,7 @@ def test_single_gpu_job_writes_a_complete_run(single_run):
 @pytest.mark.slurm
 @pytest.mark.data("ecg5000")
 def test_two_task_srun_job_trains_data_parallel_like_one_process(jobs, single_run):
-    job = jobs.sbatch("slurm/multinode.sbatch", "experiments/ecg5000_dense.py", *SMOKE,
+    job = jobs.sbatch("slurm/multinode.sbatch", "experiments/ecg5000.py:dense", *SMOKE,
                       f"--config.run.root={jobs.tmp / 'runs'}", opts=("--nodes=1", "--ntasks-per-node=2"))
     assert jobs.wait(job) == "COMPLETED", jobs.output(job)
     run = _run_dir(jobs.output(job))
@@ -186,7 +189,7 @@ def test_array_sweep_makes_one_run_per_line_and_a_summary(jobs):
     sweep = jobs.tmp / "sweep.txt"
     sweep.write_text("# latent size\n--config.model.latent_dim=8\n--config.model.latent_dim=4 --config.seed=1\n")
     root = jobs.tmp / "runs"
-    out = subprocess.run(["bash", "slurm/submit_sweep.sh", *LOCAL, str(sweep), "experiments/ecg5000_dense.py",
+    out = subprocess.run(["bash", "slurm/submit_sweep.sh", *LOCAL, str(sweep), "experiments/ecg5000.py:dense",
                           *SMOKE, "--config.plots.enabled=False", f"--config.run.root={root}"],
                          cwd=REPO, env=jobs.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -209,7 +212,7 @@ def test_array_sweep_makes_one_run_per_line_and_a_summary(jobs):
 @pytest.mark.data("ecg5000")
 def test_usr1_checkpoints_requeues_and_resumes_to_the_uninterrupted_result(jobs):
     epochs = 300
-    args = ["experiments/ecg5000_dense.py", "--config.data.limit=256", "--config.train.batch_size=8",
+    args = ["experiments/ecg5000.py:dense", "--config.data.limit=256", "--config.train.batch_size=8",
             f"--config.train.epochs={epochs}", "--config.train.checkpoint_every=0", "--config.plots.enabled=False",
             f"--config.run.root={jobs.tmp / 'runs'}"]
     interrupted = jobs.sbatch("slurm/train_gpu.sbatch", *args)

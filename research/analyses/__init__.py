@@ -28,14 +28,8 @@ class RunContext:
     config: Any  # the resolved ml_collections.ConfigDict
     dataset: Any  # research.data.Dataset (after scaling; the scaler is in ``scaler``)
     run: Any  # research.rundir.RunDir
-    trainer: Any  # research.training.Trainer
-    state: Any  # research.training.TrainState (leading member axis)
-    params: Any  # the parameters scored (best or last), leading member axis
     recon_test: np.ndarray  # (K, N_test, ...) reconstructions of every member
     errors: dict[str, np.ndarray]  # per split ('train', 'val', 'test'): ensemble-mean per-sample error
-    errors_std: dict[str, np.ndarray]  # per split: spread across members (zeros for K=1)
-    threshold: float
-    flags: np.ndarray  # test predictions, 1 = anomaly
     scaler: Any = None
 
 

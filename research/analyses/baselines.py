@@ -3,10 +3,7 @@
 Both are fitted on the (scaled, normal-only) training split and score the test split; higher =
 more anomalous. Their ROC-AUC and PR-AUC sit next to the autoencoder's in ``baselines.json``, the
 per-sample scores in ``baseline_scores.csv``, and the ROC curves in ``plots/baselines_roc.png``.
-Options (all optional) under ``config.baselines``: ``pca_components`` (int, or a float in (0, 1) =
-fraction of variance kept; default 0.95), ``iforest_estimators`` (default 200), ``per_group``
-(default False: also the ROC-AUC of each anomalous group against all normals, where a test id's
-group is its text before the last ``_``, e.g. the device of ``fsk_63``).
+Options under ``config.baselines``: :data:`DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -17,6 +14,12 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from research.errors import InputError
+
+DEFAULTS = {
+    "pca_components": 0.95,  # PCA components: an int, or a float in (0, 1) = fraction of variance kept
+    "iforest_estimators": 200,  # trees of the Isolation Forest
+    "per_group": False,  # also each anomalous group against all normals (group = test id before the last '_')
+}
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -42,10 +45,10 @@ def pca_errors(train_x, test_x, n_components: float | int = 0.95, per_feature: b
 
 
 def baseline_scores(train_x, test_x, seed: int = 0, options=None) -> dict[str, np.ndarray]:
-    options = options or {}
+    options = {**DEFAULTS, **(options or {})}
     return {
-        "iforest": iforest_scores(train_x, test_x, seed, int(options.get("iforest_estimators", 200))),
-        "pca": pca_errors(train_x, test_x, options.get("pca_components", 0.95)),
+        "iforest": iforest_scores(train_x, test_x, seed, int(options["iforest_estimators"])),
+        "pca": pca_errors(train_x, test_x, options["pca_components"]),
     }
 
 
@@ -84,13 +87,13 @@ def run(ctx) -> dict:
     labels = ds.test_labels
     if labels is None or len(np.unique(labels)) < 2:
         raise InputError("analyses baselines: needs test labels with both normal and anomalous samples")
-    options = ctx.config.get("baselines") or {}
+    options = {**DEFAULTS, **(ctx.config.get("baselines") or {})}
     scores = {"autoencoder": np.asarray(ctx.errors["test"], np.float64)}
     scores.update(baseline_scores(ds.train["x"], ds.test["x"], int(ctx.config.seed), options))
     result = {name: {"roc_auc": float(roc_auc_score(labels, s)), "pr_auc": float(average_precision_score(labels, s))}
               for name, s in scores.items()}
     ids = ds.test_ids or [str(i) for i in range(len(labels))]
-    if options.get("per_group", False):
+    if options["per_group"]:
         result["per_group"] = per_group_auc(labels, scores, ids)
     ctx.run.write_json("baselines.json", result)
     ctx.run.write_csv("baseline_scores.csv", {"id": ids, "label": labels, **scores})

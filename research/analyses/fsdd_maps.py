@@ -3,7 +3,7 @@
 * ``map_spectra.png``: PaCMAP 2-D embedding of the test spectra; point size = PCA reconstruction
   error, colour = Isolation Forest score (both fitted on the training split), marker = label.
 * ``map_errors.png``: PaCMAP of the per-frequency squared-error vectors ``(recon - x)^2`` with
-  k-means clusters (``config.fsdd_maps.n_clusters``, default 4) found on that embedding, and
+  k-means clusters (``config.fsdd_maps.n_clusters``) found on that embedding, and
   ``cluster_profiles.png``: the mean error profile over frequency of each cluster.
 * ``top_anomalies.png``: for the highest-scoring test samples, original vs reconstructed spectrum
   and, when the dataset keeps its WAV files (``meta['folder']``, FSDD), original vs resynthesised
@@ -26,6 +26,7 @@ from sklearn.cluster import KMeans  # noqa: E402
 from research.analyses.baselines import baseline_scores  # noqa: E402
 from research.errors import InputError  # noqa: E402
 
+DEFAULTS = {"n_clusters": 4}  # config.fsdd_maps: k-means clusters of the error map
 MIN_SAMPLES = 20  # PaCMAP's neighbour graph needs a few dozen points to mean anything
 
 
@@ -100,7 +101,7 @@ def error_maps(ctx, emb, clusters, err_vectors, labels, axis, axis_label) -> Non
 def top_anomalies(ctx, x, recon, scores, labels) -> list[str]:
     ds = ctx.dataset
     ids = ds.test_ids or [str(i) for i in range(len(x))]
-    n = int(min(ctx.config.plots.get("n_examples", 4), len(x)))
+    n = int(min(ctx.config.plots.n_examples, len(x)))
     top = np.argsort(scores)[::-1][:n]
     folder = ds.meta.get("folder")
     cols = 2 if folder else 1
@@ -137,7 +138,7 @@ def run(ctx) -> dict:
     if len(labels) < MIN_SAMPLES:
         raise InputError(f"analyses fsdd_maps: {len(labels)} test samples; maps need at least {MIN_SAMPLES}")
     seed = int(ctx.config.seed)
-    options = ctx.config.get("fsdd_maps") or {}
+    options = {**DEFAULTS, **(ctx.config.get("fsdd_maps") or {})}
     x_scaled = np.asarray(ds.test["x"], np.float64).reshape(len(labels), -1)
     recon_scaled = np.asarray(ctx.recon_test, np.float64).mean(0).reshape(len(labels), -1)
     inverse = ctx.scaler.inverse if ctx.scaler is not None else (lambda a: a)
@@ -148,7 +149,7 @@ def run(ctx) -> dict:
     err_vectors = (recon_scaled - x_scaled) ** 2
     emb_spectra = embed(x_scaled, seed)
     emb_errors = embed(err_vectors, seed)
-    k = int(min(options.get("n_clusters", 4), len(labels)))
+    k = int(min(options["n_clusters"], len(labels)))
     clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(emb_errors)
 
     axis = ds.axis if ds.axis is not None else np.arange(x.shape[1])

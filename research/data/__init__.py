@@ -67,3 +67,10 @@ def limit_rows(arrays: dict[str, np.ndarray], limit: int | None, seed: int = 0) 
         return arrays
     keep = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
     return {k: v[keep] for k, v in arrays.items()}
+
+
+def with_defaults(cfg, defaults: dict):
+    """``config.data`` with every key it lacks (common or the loader's ``DEFAULTS``) at its default."""
+    from research.config import base_config, complete
+
+    return complete(cfg, {**base_config().data.to_dict(), **defaults})

@@ -6,12 +6,14 @@ import pathlib
 
 import numpy as np
 
-from research.data import Dataset, check_finite
+from research.data import Dataset, check_finite, with_defaults
 from research.errors import InputError
 from research.paths import dataset_dir
 
 LENGTH = 140
 
+
+DEFAULTS: dict = {}  # no keys beyond the common data.* keys of research.config.base_config
 
 def read_ucr(path: pathlib.Path, length: int = LENGTH) -> tuple[np.ndarray, np.ndarray]:
     """Labels and series from a UCR text file, with one-line errors for every malformed case."""
@@ -30,7 +32,8 @@ def read_ucr(path: pathlib.Path, length: int = LENGTH) -> tuple[np.ndarray, np.n
 
 
 def load(cfg) -> Dataset:
-    folder = pathlib.Path(cfg.get("path") or dataset_dir("ecg5000", cfg.get("root")))
+    cfg = with_defaults(cfg, DEFAULTS)
+    folder = pathlib.Path(cfg.path or dataset_dir("ecg5000", cfg.root))
     train_path, test_path = folder / "ECG5000_TRAIN.txt", folder / "ECG5000_TEST.txt"
     train_labels, train_x = read_ucr(train_path)
     test_labels, test_x = read_ucr(test_path)

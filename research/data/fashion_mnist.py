@@ -18,8 +18,9 @@ import pathlib
 import zlib
 
 import numpy as np
+from ml_collections.config_dict import placeholder
 
-from research.data import Dataset, limit_rows
+from research.data import Dataset, limit_rows, with_defaults
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -75,13 +76,20 @@ def read_split(folder: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray
     return images.astype(np.float32) / 255.0, labels.astype(np.int32)
 
 
+DEFAULTS = {
+    "normal_classes": placeholder(tuple),  # class numbers trained as normal; None = all ten (the seed's unlabelled mode)
+    "val_on_test": False,  # validate on the test set (the seed's validation_data=(x_test, x_test))
+    "classes": tuple(range(10)),  # one_class runner: the classes that each get a one-class model
+    "val_rows": 500,  # one_class runner with val_fraction 0: training images per class monitored as validation
+}
+
 def folder_of(cfg) -> pathlib.Path:
-    return pathlib.Path(cfg.get("path") or dataset_dir("fashion_mnist", cfg.get("root")))
+    return pathlib.Path(cfg.path or dataset_dir("fashion_mnist", cfg.root))
 
 
 def normal_classes(cfg) -> tuple[int, ...] | None:
     """The configured normal classes (None = seed mode), validated."""
-    value = cfg.get("normal_classes")
+    value = cfg.normal_classes
     if value is None:
         return None
     classes = (int(value),) if np.isscalar(value) else tuple(int(c) for c in value)
@@ -92,6 +100,7 @@ def normal_classes(cfg) -> tuple[int, ...] | None:
 
 
 def load(cfg) -> Dataset:
+    cfg = with_defaults(cfg, DEFAULTS)
     folder = folder_of(cfg)
     train_x, train_y = read_split(folder, "train")
     test_x, test_y = read_split(folder, "test")
@@ -99,7 +108,7 @@ def load(cfg) -> Dataset:
     if classes is not None:
         keep = np.isin(train_y, classes)
         train_x, train_y = train_x[keep], train_y[keep]
-    limit = cfg.get("limit") or 0
+    limit = cfg.limit or 0
     train = limit_rows({"x": train_x, "y": train_y}, limit)
     test = limit_rows({"x": test_x, "y": test_y, "i": np.arange(len(test_x))}, limit)
     test_labels = None if classes is None else (~np.isin(test["y"], classes)).astype(np.int32)
@@ -115,6 +124,6 @@ def load(cfg) -> Dataset:
               "n_train": int(len(train["x"])), "n_test": int(len(test["x"])),
               "test_class_counts": np.bincount(test["y"], minlength=len(CLASS_NAMES)).tolist()},
     )
-    if cfg.get("val_on_test"):
+    if cfg.val_on_test:
         ds.val = dict(ds.test)
     return ds

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 from scipy.io import wavfile
 
-from research.data import Dataset, limit_rows
+from research.data import Dataset, limit_rows, with_defaults
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -41,11 +41,13 @@ def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.nda
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
             rate, data = wavfile.read(path)
     except (ValueError, OSError, EOFError, struct.error) as exc:
         raise InputError(f"{path}: not a readable WAV file ({str(exc).splitlines()[0]})") from None
+    if eof := [str(w.message) for w in caught if "EOF" in str(w.message)]:
+        raise InputError(f"{path}: truncated WAV file ({eof[0]})")
     if rate != sample_rate:
         raise InputError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
     if data.ndim != 1:
@@ -96,13 +98,23 @@ def resynthesise(wave: np.ndarray, spectrum: np.ndarray, n_fft: int = 8192) -> n
     return np.fft.irfft(full, n=n_fft)[: min(len(wave), n_fft)] + wave.mean()
 
 
+DEFAULTS = {
+    "digit": 6,  # the normal digit
+    "train_speakers": TRAIN_SPEAKERS,  # whose recordings of the digit train the model
+    "test_speakers": TEST_SPEAKERS,  # whose recordings (the digit: normal, other digits: anomalies) are scored
+    "anomaly_digits": (),  # the test's anomalies; empty = every other digit
+    "n_fft": 8192,  # zero-pad / crop every recording to this many samples
+    "n_bins": 512,  # amplitude spectrum averaged into this many bins (0-4 kHz)
+    "split_seed": 0,  # seed of the data.limit subsets
+}
+
 def parse_name(stem: str) -> tuple[int, str, int] | None:
     m = _NAME.match(stem)
     return (int(m["digit"]), m["speaker"], int(m["index"])) if m else None
 
 
 def recordings_dir(cfg) -> pathlib.Path:
-    folder = pathlib.Path(cfg.get("path") or dataset_dir("fsdd", cfg.get("root")) / "recordings")
+    folder = pathlib.Path(cfg.path or dataset_dir("fsdd", cfg.root) / "recordings")
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     return folder
@@ -114,12 +126,13 @@ def wav_path(meta: dict, test_id: str) -> pathlib.Path:
 
 
 def load(cfg) -> Dataset:
+    cfg = with_defaults(cfg, DEFAULTS)
     folder = recordings_dir(cfg)
-    digit = int(cfg.get("digit", 6))
-    train_speakers = tuple(cfg.get("train_speakers", TRAIN_SPEAKERS))
-    test_speakers = tuple(cfg.get("test_speakers", TEST_SPEAKERS))
-    anomaly_digits = tuple(int(d) for d in cfg.get("anomaly_digits", ())) or tuple(d for d in range(10) if d != digit)
-    n_fft, n_bins = int(cfg.get("n_fft", 8192)), int(cfg.get("n_bins", 512))
+    digit = int(cfg.digit)
+    train_speakers = tuple(cfg.train_speakers)
+    test_speakers = tuple(cfg.test_speakers)
+    anomaly_digits = tuple(int(d) for d in cfg.anomaly_digits) or tuple(d for d in range(10) if d != digit)
+    n_fft, n_bins = int(cfg.n_fft), int(cfg.n_bins)
     _check_bins(n_fft, n_bins)
     if both := set(train_speakers) & set(test_speakers):
         raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
@@ -157,7 +170,7 @@ def load(cfg) -> Dataset:
     if not test:
         raise InputError(f"{folder}: no test recordings of {test_speakers}")
 
-    seed, limit = int(cfg.get("split_seed", 0)), cfg.get("limit")
+    seed, limit = int(cfg.split_seed), cfg.limit
     train_split = limit_rows({"x": np.stack([s for _, _, s in train]).astype(np.float32)}, limit, seed)
     test_split = limit_rows({"x": np.stack([s for _, _, s in test]).astype(np.float32),
                              "label": np.array([y for _, y, _ in test], np.int32),

@@ -28,7 +28,7 @@ import pathlib
 import numpy as np
 
 from research.data.rf_iq import frames_from_folder, frequency_axis, read_frames_zip
-from research.data import Dataset, limit_rows
+from research.data import Dataset, limit_rows, with_defaults
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -62,13 +62,33 @@ def features(spectra: np.ndarray, floor: float, db: bool, floor_db: float) -> np
     return np.sqrt(power).astype(np.float32)
 
 
+DEFAULTS = {
+    "zip_path": "",  # a zip from `python -m data_prep.rf frames`; empty = frame the I/Q folder
+    "frame_length": 256,  # FFT length of a frame
+    "hop": 128,  # samples between frame starts
+    "window": "hann",
+    "db": True,  # features in dB above the noise floor, else amplitude over sqrt(floor)
+    "floor_db": -30.0,  # clip dB features below this
+    "sample_rate": 1e6,  # only labels the frequency axis
+    "normal_devices": NORMAL_DEVICES,
+    "anomaly_devices": ANOMALY_DEVICES,  # empty = every other capture
+    "idle_noise": True,  # idle frames of the normal devices' training blocks join the training set
+    "active_db": 10.0,  # a frame this far above the floor is active
+    "idle_db": 6.0,  # a frame below this is idle noise
+    "dc_guard": 2,  # bins either side of DC left out of the activity measure
+    "block": 16,  # frames per time block of the train/test split
+    "test_fraction": 0.25,  # seeded fraction of the blocks held out for the test
+    "max_frames_per_device": 0,  # cap per device (0 = all)
+    "split_seed": 0,
+}
+
 def _frames(cfg) -> tuple[dict[str, np.ndarray], dict]:
-    frame_length, hop = int(cfg.get("frame_length", 256)), int(cfg.get("hop", 128))
-    if cfg.get("zip_path"):
+    frame_length, hop = int(cfg.frame_length), int(cfg.hop)
+    if cfg.zip_path:
         z = read_frames_zip(cfg.zip_path, frame_length)
         return z.by_source(), {"source": str(cfg.zip_path), "skipped": [f"{n}: {r}" for n, r in z.skipped]}
-    folder = pathlib.Path(cfg.get("path") or dataset_dir("rf_iq", cfg.get("root")))
-    frames, skipped = frames_from_folder(folder, frame_length, hop, cfg.get("window", "hann"))
+    folder = pathlib.Path(cfg.path or dataset_dir("rf_iq", cfg.root))
+    frames, skipped = frames_from_folder(folder, frame_length, hop, cfg.window)
     return frames, {"source": str(folder), "skipped": [f"{n}: {r}" for n, r in skipped]}
 
 
@@ -92,22 +112,27 @@ def _cap(idx: np.ndarray, cap: int, rng) -> np.ndarray:
 
 
 def load(cfg) -> Dataset:
+    cfg = with_defaults(cfg, DEFAULTS)
     frames, source_meta = _frames(cfg)
-    normal = tuple(cfg.get("normal_devices", NORMAL_DEVICES))
-    anomalies = tuple(cfg.get("anomaly_devices", ANOMALY_DEVICES)) or tuple(sorted(set(frames) - set(normal)))
+    normal = tuple(cfg.normal_devices)
+    anomalies = tuple(cfg.anomaly_devices) or tuple(sorted(set(frames) - set(normal)))
     for name in normal + anomalies:
         if name not in frames:
+            cause = [reason for entry in source_meta["skipped"] for file, reason in [entry.split(": ", 1)]
+                     if pathlib.Path(file).stem == name]
+            if cause:
+                raise InputError(f"{cause[0]} (a capture that config key data.normal_devices/anomaly_devices needs)")
             raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
                              f"{source_meta['source']} (sources: {sorted(frames)})")
     if overlap := set(normal) & set(anomalies):
         raise InputError(f"config key data.anomaly_devices: {sorted(overlap)} also listed as normal")
 
-    db, floor_db = bool(cfg.get("db", True)), float(cfg.get("floor_db", -30.0))
-    active_db, idle_db = float(cfg.get("active_db", 10.0)), float(cfg.get("idle_db", 6.0))
-    block, cap = int(cfg.get("block", 16)), int(cfg.get("max_frames_per_device", 0))
-    frame_length, hop = next(iter(frames.values())).shape[1], int(cfg.get("hop", 128))
+    db, floor_db = bool(cfg.db), float(cfg.floor_db)
+    active_db, idle_db = float(cfg.active_db), float(cfg.idle_db)
+    block, cap = int(cfg.block), int(cfg.max_frames_per_device)
+    frame_length, hop = next(iter(frames.values())).shape[1], int(cfg.hop)
     gap = max(0, math.ceil(frame_length / hop) - 1)
-    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
+    rng = np.random.default_rng(int(cfg.split_seed))
 
     train, test, labels, ids, stats = [], [], [], [], {}
     for source in normal + anomalies:
@@ -116,7 +141,7 @@ def load(cfg) -> Dataset:
         floor = noise_floor(power)
         if floor <= 0:
             raise InputError(f"{source}: every frame is zero; no noise floor")
-        act = activity_db(power, floor, int(cfg.get("dc_guard", 2)))
+        act = activity_db(power, floor, int(cfg.dc_guard))
         silent = power.sum(1) == 0
         active = (act >= active_db) & ~silent
         idle = (act < idle_db) & ~silent
@@ -124,10 +149,10 @@ def load(cfg) -> Dataset:
         st = {"frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
               "silent": int(silent.sum()), "noise_floor": floor}
         if source in normal:
-            tr, te = _block_split(len(spectra), block, gap, float(cfg.get("test_fraction", 0.25)), rng)
+            tr, te = _block_split(len(spectra), block, gap, float(cfg.test_fraction), rng)
             tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
             te_idx = _cap(np.flatnonzero(te & active), cap, rng)
-            idle_idx = _cap(np.flatnonzero(tr & idle), cap, rng) if cfg.get("idle_noise", True) else []
+            idle_idx = _cap(np.flatnonzero(tr & idle), cap, rng) if cfg.idle_noise else []
             train += [x[tr_idx], x[idle_idx]]
             test.append(x[te_idx])
             labels.append(np.zeros(len(te_idx), np.int32))
@@ -145,10 +170,10 @@ def load(cfg) -> Dataset:
     test_split = {"x": np.concatenate(test), "label": np.concatenate(labels), "row": np.arange(len(ids))}
     if len(train_x) == 0:
         raise InputError(f"{source_meta['source']}: no active or idle training frames for {normal}")
-    limit = cfg.get("limit")
-    train_split = limit_rows({"x": train_x}, limit, int(cfg.get("split_seed", 0)))
-    test_split = limit_rows(test_split, limit, int(cfg.get("split_seed", 0)))
-    sample_rate = float(cfg.get("sample_rate", 1e6))
+    limit = cfg.limit
+    train_split = limit_rows({"x": train_x}, limit, int(cfg.split_seed))
+    test_split = limit_rows(test_split, limit, int(cfg.split_seed))
+    sample_rate = float(cfg.sample_rate)
     return Dataset(
         train=train_split,
         test={"x": test_split["x"]},

@@ -18,23 +18,42 @@ import json
 import pathlib
 
 import numpy as np
+from ml_collections.config_dict import placeholder
 
+from research.data import Dataset, check_finite, limit_rows, with_defaults
 from research.data import sdss_fits as ingest_sdss
-from research.data import Dataset, check_finite, limit_rows
 from research.errors import InputError
 from research.paths import REPO_ROOT, dataset_dir
 
 DEFAULT_CACHE = REPO_ROOT / "cache" / "sdss"
 
 
+DEFAULTS = {
+    "cache_dir": placeholder(str),  # ingested-npz cache; None = cache/sdss in the repository
+    "frame": "observed",  # observed | rest (a grid from each spectrum's redshift)
+    "norm": "median",  # flux normalisation of each spectrum
+    "norm_window": placeholder(tuple),  # (lo, hi) Å of the normalisation; None = the whole spectrum
+    "wave_range": placeholder(tuple),  # (lo, hi) Å of the common grid; None = the overlap of the spectra
+    "mask_bits": placeholder(int),  # and_mask bits that mask a pixel; None = the ingestion's default
+    "min_good_fraction": 0.1,  # spectra with fewer unmasked pixels are skipped
+    "fill_masked": True,  # interpolate over masked pixels before training
+    "train_classes": ("GALAXY",),  # the normal classes
+    "holdout_fraction": 0.25,  # of the train classes, kept for the test split (label 0)
+    "split_seed": 0,
+    "n_folds": 0,  # > 1: hold out fold data.fold of n_folds instead (cross-validation)
+    "fold": 0,
+    "ivar_weighting": False,  # weight the loss by the clipped inverse variance
+    "weight_clip": 10.0,  # clip of the inverse-variance weights, in units of their median
+}
+
 def _pair(value):
     return None if value is None else tuple(float(v) for v in value)
 
 
 def ingest_options(cfg) -> dict:
-    return {"frame": cfg.get("frame", "observed"), "norm": cfg.get("norm", "median"),
-            "norm_window": _pair(cfg.get("norm_window")), "wave_range": _pair(cfg.get("wave_range")),
-            "mask_bits": cfg.get("mask_bits"), "min_good_fraction": float(cfg.get("min_good_fraction", 0.1))}
+    return {"frame": cfg.frame, "norm": cfg.norm,
+            "norm_window": _pair(cfg.norm_window), "wave_range": _pair(cfg.wave_range),
+            "mask_bits": cfg.mask_bits, "min_good_fraction": float(cfg.min_good_fraction)}
 
 
 def cached_ingest(folder: pathlib.Path, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
@@ -82,48 +101,49 @@ def _held_out(normal_idx: np.ndarray, cfg, train_classes) -> np.ndarray:
     """The ordinary spectra kept for the test split: the first ``holdout_fraction`` of the seeded
     permutation, or with ``n_folds > 1`` its fold number ``fold`` (every spectrum is held out by exactly
     one fold: cross-validation over the few spectra there are)."""
-    n_folds, fold = int(cfg.get("n_folds") or 0), int(cfg.get("fold") or 0)
+    n_folds, fold = int(cfg.n_folds or 0), int(cfg.fold or 0)
     if n_folds > 1:
         if not 0 <= fold < n_folds or n_folds > len(normal_idx):
             raise InputError(f"config key data.fold: {fold} must be in 0..{n_folds - 1}, with data.n_folds "
                              f"({n_folds}) at most the {len(normal_idx)} {train_classes} spectra")
         return np.array_split(normal_idx, n_folds)[fold]
-    n_hold = int(round(float(cfg.get("holdout_fraction", 0.25)) * len(normal_idx)))
+    n_hold = int(round(float(cfg.holdout_fraction) * len(normal_idx)))
     if n_hold >= len(normal_idx):
         raise InputError(f"config key data.holdout_fraction: leaves no {train_classes} spectra to train on")
     return normal_idx[:n_hold]
 
 
 def load(cfg) -> Dataset:
-    if cfg.get("path"):
+    cfg = with_defaults(cfg, DEFAULTS)
+    if cfg.path:
         path = pathlib.Path(cfg.path).expanduser()
         if path.is_dir():
-            path = cached_ingest(path, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+            path = cached_ingest(path, pathlib.Path(cfg.cache_dir or DEFAULT_CACHE), ingest_options(cfg))
     else:
-        folder = dataset_dir("sdss", cfg.get("root"))
+        folder = dataset_dir("sdss", cfg.root)
         if not folder.is_dir():
             raise InputError(f"{folder}: SDSS folder not found (set config key data.root or data.path)")
-        path = cached_ingest(folder, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+        path = cached_ingest(folder, pathlib.Path(cfg.cache_dir or DEFAULT_CACHE), ingest_options(cfg))
     arrays, cat = ingest_sdss.load_ingested(path)
     flux, ivar, mask = arrays["flux"], arrays["ivar"], arrays["mask"].astype(bool)
     check_finite(flux, f"{path}: flux")
-    if cfg.get("fill_masked", True):
+    if cfg.fill_masked:
         flux = fill_gaps(flux, mask)
     ids = [str(i) for i in arrays["ids"]]
 
-    train_classes = tuple(str(c).upper() for c in (cfg.get("train_classes") or ("GALAXY",)))
+    train_classes = tuple(str(c).upper() for c in (cfg.train_classes or ("GALAXY",)))
     classes = np.char.upper(cat["class"].astype(str))
     normal = np.isin(classes, train_classes)
     if not normal.any():
         raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {path} "
                          f"(classes present: {sorted(set(classes))})")
-    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
+    rng = np.random.default_rng(int(cfg.split_seed))
     normal_idx = rng.permutation(np.flatnonzero(normal))
     held = _held_out(normal_idx, cfg, train_classes)
     train_idx = np.sort(np.setdiff1d(normal_idx, held))
     test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
 
-    weights = noise_weights(ivar, mask, float(cfg.get("weight_clip", 10.0))) if cfg.get("ivar_weighting") else None
+    weights = noise_weights(ivar, mask, float(cfg.weight_clip)) if cfg.ivar_weighting else None
 
     def split(idx, with_ivar=False):
         d = {"x": flux[idx], "mask": mask[idx], "index": idx}
@@ -131,7 +151,7 @@ def load(cfg) -> Dataset:
             d["weights"] = weights[idx]
         if with_ivar:
             d["ivar"] = ivar[idx]
-        d = limit_rows(d, cfg.get("limit"), int(cfg.get("split_seed", 0)))
+        d = limit_rows(d, cfg.limit, int(cfg.split_seed))
         return d, d.pop("index")
 
     train, train_rows = split(train_idx)

@@ -1,0 +1,256 @@
+"""Run integrity (issue #14): one owner per run directory, a resume resumes the same run, checkpoints fall
+back, and every failure is one line with exit status 2, leaving the existing run directory untouched."""
+
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from conftest import run_cli
+from run_state import assert_bitwise_equal, final_state
+
+SMALL = ["--config=experiments/ecg5000.py:dense", "--config.data.limit=256", "--config.train.batch_size=32",
+         "--config.plots.enabled=False", "--config.train.checkpoint_every=1"]
+CPU = {"JAX_PLATFORMS": "cpu"}
+
+
+def _tree_hash(path: pathlib.Path) -> dict:
+    return {str(p.relative_to(path)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(path.rglob("*"))}
+
+
+def _one_line(proc, message):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip() == f"error: {message}"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, ecg_dir):
+    """A finished 3-epoch run ``runs/ecg5000_dense/done`` (checkpoints at every epoch)."""
+    root = tmp_path_factory.mktemp("runs")
+    proc = run_cli([*SMALL, "--config.train.epochs=3", f"--config.run.root={root}", "--config.run.name=done"], env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "ecg5000_dense" / "done"
+
+
+def _copy(run: pathlib.Path, tmp_path) -> pathlib.Path:
+    dest = tmp_path / "ecg5000_dense" / run.name
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.mark.data("ecg5000")
+def test_reusing_a_run_name_without_resume_refuses_and_changes_nothing(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    before = _tree_hash(run)
+    proc = run_cli([*SMALL, "--config.seed=1", f"--config.run.root={tmp_path}", "--config.run.name=done"], env=CPU)
+    _one_line(proc, f"run {run} exists: resume it with run.resume=True or choose another run.name")
+    assert _tree_hash(run) == before
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_a_locked_run_directory_refuses_and_changes_nothing(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    (run / "run.lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    with open(run / "run.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        before = _tree_hash(run)
+        proc = run_cli([*SMALL, "--config.train.epochs=3", f"--config.run.root={tmp_path}", "--config.run.name=done",
+                        "--config.run.resume=True"], env=CPU)
+        _one_line(proc, f"run {run}: in use by pid {os.getpid()} on {socket.gethostname()} (one run per run directory)")
+        assert _tree_hash(run) == before
+
+
+def test_resume_without_a_checkpoint_refuses_and_makes_nothing(tmp_path):
+    proc = run_cli([*SMALL, f"--config.run.root={tmp_path}", "--config.run.name=typo", "--config.run.resume=True"])
+    _one_line(proc, f"run {tmp_path / 'ecg5000_dense' / 'typo'}: no checkpoint to resume from "
+                    "(run.resume='auto' starts afresh when there is none)")
+    assert not (tmp_path / "ecg5000_dense").exists()
+
+
+def test_resume_mode_is_checked(tmp_path):
+    proc = run_cli([*SMALL, f"--config.run.root={tmp_path}", "--config.run.resume=maybe"])
+    _one_line(proc, "config key run.resume: must be False, True or 'auto', got 'maybe'")
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_resume_with_a_changed_model_refuses_naming_the_keys(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    before = _tree_hash(run)
+    proc = run_cli([*SMALL, "--config.train.epochs=3", f"--config.run.root={tmp_path}", "--config.run.name=done",
+                    "--config.run.resume=True", "--config.model.latent_dim=8", "--config.train.learning_rate=0.01"],
+                   env=CPU)
+    _one_line(proc, f"run {run}: cannot resume with changed model.latent_dim, train.learning_rate (they change the "
+                    "model, data or optimiser; choose another run.name)")
+    assert _tree_hash(run) == before
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_resume_with_more_epochs_is_recorded_and_a_stale_lock_is_taken_over(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    (run / "run.lock").write_text("999999999 some-host-that-died\n")  # never unlocked: its owner was killed
+    proc = run_cli([*SMALL, "--config.train.epochs=5", f"--config.run.root={tmp_path}", "--config.run.name=done",
+                    "--config.run.resume=True"], env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "took over the stale lock of pid 999999999 on some-host-that-died" in proc.stdout
+    info = json.loads((run / "run.json").read_text())
+    (resume,) = info["resumes"]
+    assert resume["from_epoch"] == 3 and resume["changed"] == {"train.epochs": [3, 5]}
+    assert [json.loads(r)["epoch"] for r in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert (run / "run.lock").read_text() == ""  # released
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_auto_resume_starts_afresh_without_a_checkpoint_and_keeps_the_last_two(tmp_path):
+    proc = run_cli([*SMALL, "--config.train.epochs=3", f"--config.run.root={tmp_path}", "--config.run.name=auto",
+                    "--config.run.resume=auto"], env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    latest = tmp_path / "ecg5000_dense" / "auto" / "checkpoints" / "latest"
+    assert sorted(p.name for p in latest.iterdir() if p.name.isdigit()) == ["2", "3"]
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_with_the_same_result(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    reference = run_cli([*SMALL, "--config.train.epochs=5", f"--config.run.root={tmp_path}", "--config.run.name=ref"],
+                        env=CPU)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    for f in (run / "checkpoints" / "latest" / "3").rglob("*"):
+        if f.is_file() and f.stat().st_size > 100:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # a half-cut file
+    proc = run_cli([*SMALL, "--config.train.epochs=5", f"--config.run.root={tmp_path}", "--config.run.name=done",
+                    "--config.run.resume=True"], env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bad = run / "checkpoints" / "latest" / "3"
+    assert f"checkpoint {bad.absolute()} is unreadable" in proc.stdout
+    assert "resumed from epoch 2" in proc.stdout
+    assert_bitwise_equal(final_state(tmp_path / "ecg5000_dense" / "ref"), final_state(run))
+
+
+def test_a_skipped_checkpoint_save_is_an_error(tmp_path):
+    import jax.numpy as jnp
+
+    from research.checkpoints import Checkpoints
+    from research.errors import InputError
+    from research.models import build_model
+    from research.training import Trainer, make_optimizer
+    import ml_collections
+
+    trainer = Trainer(build_model(ml_collections.ConfigDict({"name": "dense", "latent_dim": 2})),
+                      make_optimizer(ml_collections.ConfigDict({"epochs": 1, "learning_rate": 1e-3}), 1), batch_size=1)
+    state = trainer.init([0], (4,))
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(state.replace(epoch=jnp.asarray([5])))
+    with pytest.raises(InputError, match=r"the checkpoint of epoch 3 was not saved \(saved epochs: \[5\]\)$"):
+        ckpt.save(state.replace(epoch=jnp.asarray([3])))
+    ckpt.close()
+
+
+def test_a_run_root_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    proc = run_cli([*SMALL, "--config.train.epochs=1", f"--config.run.root={tmp_path / 'file'}",
+                    "--config.run.name=x"], env=CPU)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: {tmp_path / 'file'}") and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _tmpfs(path: pathlib.Path, size: str) -> pathlib.Path:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+@pytest.mark.parametrize("size, left", [("4k", False), ("200k", True)], ids=["at-start", "at-a-checkpoint"])
+def test_disk_full_is_one_line_and_leaves_no_empty_run_directory(tmp_path, size, left):
+    mount = _tmpfs(tmp_path / "full", size)
+    try:
+        proc = run_cli([*SMALL, "--config.train.epochs=50", f"--config.run.root={mount}", "--config.run.name=x"],
+                       env=CPU)
+        run = mount / "ecg5000_dense" / "x"
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr and proc.stderr.count("error: ") == 1, proc.stderr[-3000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {run}") and ": No space left on device" in last, last
+        assert run.is_dir() == left  # a run that failed before training leaves nothing behind
+        if left:  # the epoch it finished is kept, and the traceback
+            assert (run / "log.jsonl").read_text().count("\n") == 1
+            assert last.endswith(f": No space left on device (traceback in {run / 'error.log'})"), last
+            assert "No space left on device" in (run / "error.log").read_text()
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_config_file_without_get_config(tmp_path):
+    path = tmp_path / "empty.py"
+    path.write_text("x = 1\n")
+    _one_line(run_cli([f"--config={path}"]),
+              f"{path}: no get_config() function (a config file defines get_config(arg=None) returning a ConfigDict)")
+
+
+def test_config_file_with_a_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("def get_config():\n    return (\n\nx = ]\n")
+    proc = run_cli([f"--config={path}"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: {path}:4: syntax error: ")
+
+
+@pytest.mark.data("fsdd")
+def test_truncated_and_unreadable_wavs_are_skipped_and_reported(data_dir, tmp_path, capsys):
+    from research.data import fsdd
+    from research.experiment import report_skipped
+
+    src = data_dir / "fsdd" / "recordings"
+    for f in sorted(src.glob("6_george_*.wav"))[:8] + sorted(src.glob("*_lucas_*.wav"))[:20]:
+        shutil.copy(f, tmp_path / f.name)
+    cut = sorted(tmp_path.glob("6_george_*.wav"))[0]
+    cut.write_bytes(cut.read_bytes()[:100])
+    junk = tmp_path / "6_george_99.wav"
+    junk.write_bytes(b"not a wav file at all")
+    import ml_collections
+
+    ds = fsdd.load(ml_collections.ConfigDict(dict(path=str(tmp_path), train_speakers=("george",),
+                                                  test_speakers=("lucas",))))
+    assert len(ds.train["x"]) == 7  # of 8 copied sixes the cut one is not scored, nor is the junk file
+    reasons = ds.meta["skipped"]
+    assert any(r.startswith(f"{cut}: truncated WAV file") for r in reasons), reasons
+    assert any(r.startswith(f"{junk}: not a readable WAV file") for r in reasons), reasons
+    report_skipped(ds, print)
+    out = capsys.readouterr().out
+    assert f"skipped {cut}: truncated WAV file" in out and f"skipped {junk}: not a readable WAV file" in out
+
+
+@pytest.mark.data("rf_iq")
+def test_a_needed_capture_that_was_skipped_names_the_real_cause(data_dir, tmp_path):
+    import ml_collections
+
+    from research.data import rf
+    from research.errors import InputError
+
+    folder = tmp_path / "rf_iq"
+    shutil.copytree(data_dir / "rf_iq", folder)
+    ask = folder / "ask.complex"
+    ask.write_bytes(ask.read_bytes() + b"\0")  # odd length: not a whole number of float32 values
+    cfg = ml_collections.ConfigDict(dict(path=str(folder), normal_devices=("ook_overshoot",), anomaly_devices=("ask",)))
+    with pytest.raises(InputError) as exc:
+        rf.load(cfg)
+    size = ask.stat().st_size
+    assert str(exc.value) == (f"{ask}: {size} bytes is not a whole number of float32 values "
+                              "(a capture that config key data.normal_devices/anomaly_devices needs)")
