@@ -34,13 +34,12 @@ def main(argv) -> None:
 
     from research import pipeline, preemption, runners, startup
 
-    startup.begin(config)
-
     # orbax logs every save at INFO and a failed write as several ERROR tracebacks from its threads; the
     # failure itself ends this command in one line, its traceback in <run dir>/error.log
     logging.set_verbosity(logging.FATAL)
     stop = preemption.StopFlag().install()
     try:
+        startup.begin(config)
         runner = runners.get(config.runner)
         summary = runner.run(config, should_stop=stop)
     except InputError as exc:
