@@ -19,6 +19,8 @@ import os
 import pathlib
 import threading
 
+from research.errors import InputError
+
 OFF = ("off", "none", "false", "0", "no")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -104,7 +106,11 @@ def enable(setting: str | None = None, run_root: str | os.PathLike | None = None
             jax.config.update("jax_compilation_cache_dir", None)
             cc.reset_cache()
         return {"enabled": False, "dir": None}
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"config key run.compile_cache: cannot create the cache folder {path} "
+                         f"({exc.strerror or exc}); choose another folder or 'off'") from None
     if current != str(path):
         jax.config.update("jax_compilation_cache_dir", str(path))
         cc.reset_cache()

@@ -98,11 +98,10 @@ def main(argv) -> None:
 
     from research import distributed, experiment, preemption, slurm, startup
 
-    startup.begin(config)
-
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     stop = preemption.StopFlag().install()
     try:
+        startup.begin(config)
         distributed.maybe_initialize()
         slurm.apply_run_defaults(config)
         summary = experiment.run(config, should_stop=stop)

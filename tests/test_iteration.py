@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import run_cli
 from research import compile_cache
+from research.errors import InputError
 from research.event_log import EventLog
 from research.progress import Progress
 from run_state import assert_bitwise_equal, final_state
@@ -160,3 +161,12 @@ def test_progress_lines_every_n_epochs_with_an_eta():
     assert [line.split()[1] for line in lines] == ["1/6", "2/6", "4/6", "6/6"]
     assert "ETA" not in lines[0] and all(", ETA " in line for line in lines[1:])
     assert lines[-1].endswith("ETA 0.0 s)")
+
+
+def test_an_uncreatable_cache_folder_is_a_one_line_config_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError) as err:
+        compile_cache.enable(str(blocker / "cache"))
+    assert str(err.value) == (f"config key run.compile_cache: cannot create the cache folder {blocker / 'cache'} "
+                              "(Not a directory); choose another folder or 'off'")
