@@ -87,6 +87,9 @@ def base_config(data: str | None = None, model: str | None = None) -> ml_collect
     # name is refused), True (a checkpoint is required) or 'auto' (resume if there is one: SLURM requeues)
     c.run.resume = config_dict.FieldReference(False, field_type=object)
     c.run.max_restarts = 20  # a SLURM job that stopped on SIGUSR1 is requeued at most this many times
+    c.run.compile_cache = "auto"  # XLA's persistent cache: a folder, "off", or auto (research/compile_cache.py)
+    c.run.tensorboard = True  # TensorBoard event files in the run directory as training goes
+    c.run.progress_every = 0  # batch logs: a progress line every N epochs too (0 = every 20 s only)
     if data is not None:
         c.data.name = data
         c.data.update(data_defaults(data))
@@ -123,6 +126,7 @@ BOUNDS: dict[str, str] = {
     "run.max_restarts": ">= 0",
     "threshold.percentile": ">= 0, <= 100",
     "plots.n_examples": ">= 1",
+    "run.progress_every": ">= 0",
 }
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from research import pipeline, plots, scoring
+from research import pipeline, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
 from research.data import prepare_data
@@ -90,12 +90,16 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     rundir.write_csv("scores.csv", columns)
 
     recon_mean = recon.mean(0)
+    images = []  # the plots the event log shows too
     if config.plots.enabled and lead:
-        plots.loss_curves(history, rundir.plot_path("loss.png"))
+        from research import plots
+
+        images = [rundir.plot_path("loss.png"), rundir.plot_path("examples.png")]
+        plots.loss_curves(history, images[0])
         plots.error_histogram(errors["test"], thr, rundir.plot_path("error_hist.png"), labels)
         plots.error_scatter(errors["test"], thr, rundir.plot_path("error_scatter.png"), labels)
         plots.reconstruction_examples(
-            ds.test["x"], recon_mean, errors["test"], rundir.plot_path("examples.png"), kind=ds.kind,
+            ds.test["x"], recon_mean, errors["test"], images[1], kind=ds.kind,
             axis=ds.axis, axis_label=ds.axis_label, n=config.plots.n_examples, ids=ds.test_ids,
             mask=ds.test.get("mask"))
         if labels is not None and len(np.unique(labels)) == 2:
@@ -106,6 +110,7 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
         summary["analyses"] = run_analyses(config.analyses, ctx)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)
+    result.monitor.finish(summary, images)
     return summary
 
 

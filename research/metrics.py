@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
@@ -12,6 +11,8 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     The confusion matrix is ``[[TN, FP], [FN, TP]]``: rows are the true class (normal, anomaly),
     columns the predicted one.
     """
+    from sklearn import metrics as skm  # on first use: its import (scipy.stats) is not needed before training
+
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, np.float64)
     pred = (scores > threshold).astype(int)

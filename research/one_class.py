@@ -122,14 +122,17 @@ def run(config, should_stop=None, log=print) -> dict:
     columns.update({f"score_{SHORT_NAMES[c]}": scores[i] for i, c in enumerate(classes)})
     rundir.write_csv("scores.csv", columns)
 
+    images = []  # the plots the event log shows too
     if config.plots.enabled and lead:
+        images = [rundir.plot_path("loss.png"), rundir.plot_path("class_extremes.png")]
         if history:
-            plots.loss_curves(history, rundir.plot_path("loss.png"))
+            plots.loss_curves(history, images[0])
         image_plots.roc_by_class(test_y, scores, classes, CLASS_NAMES, rundir.plot_path("roc_by_class.png"))
         image_plots.class_extremes(test_x, scores, [CLASS_NAMES[c] for c in classes],
-                                   rundir.plot_path("class_extremes.png"), n=config.plots.n_examples)
+                                   images[1], n=config.plots.n_examples)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)
+    result.monitor.finish(summary, images)
     return summary
 
 

@@ -1,6 +1,6 @@
-"""Where data lives (the config's path, else $RESEARCH_DATA, else ../shared/data beside the repo) and
-where derived files are cached (``cache/`` in the repository: ingested SDSS spectra, fetched files,
-trained injection-evaluation models)."""
+"""Where data lives: the config's path, else $RESEARCH_DATA, else ../shared/data beside the repo,
+else the per-user cache that :mod:`research.data.fetch` downloads public datasets into; and where derived
+files are cached (``cache/`` in the repository: ingested SDSS spectra, trained injection-evaluation models)."""
 
 import os
 import pathlib
@@ -17,9 +17,26 @@ def data_root(configured: str | None = None) -> pathlib.Path:
     env = os.environ.get("RESEARCH_DATA")
     if env:
         return pathlib.Path(env).expanduser()
-    return DEFAULT_DATA_ROOT
+    if DEFAULT_DATA_ROOT.is_dir():
+        return DEFAULT_DATA_ROOT
+    from research.data.fetch import cache_root
+
+    return cache_root()
 
 
 def dataset_dir(name: str, configured_root: str | None = None) -> pathlib.Path:
-    """Folder of one dataset (e.g. ``ecg5000``) under the data root."""
-    return data_root(configured_root) / name
+    """Folder of one dataset (e.g. ``ecg5000``) under the data root.
+
+    A public dataset that is in none of the places above (and no ``data.root`` was configured) is
+    downloaded on first use, like ``torchvision``'s ``download=True`` (see :mod:`research.data.fetch`).
+    """
+    folder = data_root(configured_root) / name
+    if folder.exists() or configured_root:
+        return folder
+    from research.data import fetch
+
+    dataset = fetch.dataset_of_folder(name)
+    if dataset is None:
+        return folder
+    cached = fetch.fetch_root() / name
+    return cached if cached.is_dir() else fetch.fetch(dataset)

@@ -56,6 +56,7 @@ class Result:
     exit_code: int  # 0, or the preemption exit status when stopped
     train_seconds: float
     seeds: list[int]
+    monitor: Any = None  # research.monitor.RunMonitor: the runner calls monitor.finish(summary, images)
 
     @property
     def epochs_done(self) -> int:
@@ -167,6 +168,10 @@ def train(config, train_data: dict, val_data: dict, *, seeds: list[int], member_
     from research.rundir import RunDir
     from research.training import Trainer
 
+    from research import startup as run_startup
+
+    startup = run_startup.take(config)  # the compilation cache is on from here
+    startup.mark("data")
     tc = config.train
     n_train = train_data["x"].shape[1 if member_data else 0]
     if tc.batch_size > n_train:
@@ -182,7 +187,7 @@ def train(config, train_data: dict, val_data: dict, *, seeds: list[int], member_
     _current.update(path=rundir.path if lead else None, name=rundir.path, training=False)
     try:
         return _train(config, rundir, trainer, resolved, resume, changes, train_data, val_data, seeds,
-                      member_data, run_info, stop, progress_text, log)
+                      member_data, run_info, stop, progress_text, log, startup)
     except BaseException:
         if created and lead and not _current.get("training"):
             shutil.rmtree(rundir.path, ignore_errors=True)  # nothing trained yet: leave no directory behind
@@ -191,13 +196,13 @@ def train(config, train_data: dict, val_data: dict, *, seeds: list[int], member_
 
 
 def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_data, seeds, member_data,
-           run_info, stop, progress_text, log) -> Result:
+           run_info, stop, progress_text, log, startup) -> Result:
     import jax
 
     from research import checkpoints, preemption
-    from research.progress import Progress
+    from research.monitor import RunMonitor
     from research.rundir import git_info
-    from research.training import fit
+    from research.training import fit, make_schedule
 
     tc, lead = config.train, rundir.writer
     if lead:
@@ -233,8 +238,9 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
     rundir.write_json("config.json", resolved)
     rundir.write_json("run.json", info)
 
-    text = progress_text or (lambda m: " ".join(f"{k}={np.mean(v):.4g}" for k, v in m.items()))
-    progress = Progress(tc.epochs, int(np.asarray(state.epoch)[0]), desc=config.experiment, enabled=lead)
+    steps = train_data["x"].shape[1 if member_data else 0] // tc.batch_size
+    monitor = RunMonitor(config, rundir, startup, int(np.asarray(state.epoch)[0]), steps,
+                         make_schedule(tc, steps), lead=lead, text=progress_text)
     t_train = time.time()
     _current["training"] = True
 
@@ -244,17 +250,17 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
                   "val_loss": metrics["val_loss"].tolist(), "time": round(time.time() - t_train, 3)}
         history.append(record)
         rundir.append_jsonl("log.jsonl", record)
-        progress.update(text(metrics))
+        monitor.epoch(epoch, metrics)
         if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
             ckpt.save(st)
 
     state = fit(trainer, state, train_d, val_d, tc.epochs, on_epoch=on_epoch, should_stop=stop)
-    progress.close()
     ckpt.save(state)
     ckpt.close()
     result = Result(state=state, trainer=trainer, rundir=rundir, history=history, stopped=False, exit_code=0,
-                    train_seconds=time.time() - t_train, seeds=list(seeds))
+                    train_seconds=time.time() - t_train, seeds=list(seeds), monitor=monitor)
     if result.epochs_done < tc.epochs:
+        monitor.finish()
         result.stopped = True
         result.exit_code, line = preemption.stop_exit(getattr(stop, "stopped_by", None), result.steps_done,
                                                       resumed_at_step, config.run.max_restarts)

@@ -85,6 +85,14 @@ class RunDir:
             write_json(path, obj)
         return path
 
+    def update_json(self, name: str, fields: Mapping) -> pathlib.Path:
+        """Adds (or replaces) top-level fields of a JSON object file, e.g. ``run.json`` as the run goes."""
+        path = self.path / name
+        if self.writer:
+            obj = json.loads(path.read_text()) if path.exists() else {}
+            write_json(path, {**obj, **fields})
+        return path
+
     def append_jsonl(self, name: str, record: Mapping) -> None:
         if self.writer:
             with open(self.path / name, "a") as f:

@@ -35,13 +35,14 @@ def main(argv) -> None:
         return
     import jax  # imported late (with the rest) so --help stays fast
 
-    from research import pipeline, runners
+    from research import pipeline, runners, startup
 
     # orbax logs every save at INFO and a failed write as several ERROR tracebacks from its threads; the
     # failure itself ends this command in one line, its traceback in <run dir>/error.log
     logging.set_verbosity(logging.FATAL)
     stop = _STOP or preemption.StopFlag().install()
     try:
+        startup.begin(config)
         runner = runners.get(config.runner)
         summary = runner.run(config, should_stop=stop)
     except InputError as exc:

@@ -68,23 +68,28 @@ def check_train_config(tc) -> None:
     check_options(tc.loss, tc.max_shift, tc.mixup, tc.member_chunk, tc.steps_per_call)
 
 
-def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Optimiser from ``config.train``: adam/adamw/sgd, constant/cosine/warmup_cosine schedule, clipping."""
+def make_schedule(cfg, steps_per_epoch: int) -> optax.ScalarOrSchedule:
+    """Learning rate from ``config.train``: constant, cosine or warmup_cosine over all steps."""
     cfg = complete(cfg, base_config().train.to_dict())
     total = max(1, int(cfg.epochs) * steps_per_epoch)
     lr = float(cfg.learning_rate)
     schedule_name = cfg.schedule
     if schedule_name == "constant":
-        schedule = lr
-    elif schedule_name == "cosine":
-        schedule = optax.cosine_decay_schedule(lr, total, alpha=cfg.final_lr_fraction)
-    elif schedule_name == "warmup_cosine":
+        return lr
+    if schedule_name == "cosine":
+        return optax.cosine_decay_schedule(lr, total, alpha=cfg.final_lr_fraction)
+    if schedule_name == "warmup_cosine":
         warmup = max(1, int(cfg.warmup_epochs) * steps_per_epoch)
-        schedule = optax.warmup_cosine_decay_schedule(
+        return optax.warmup_cosine_decay_schedule(
             0.0, lr, warmup, max(total, warmup + 1), end_value=lr * cfg.final_lr_fraction)
-    else:
-        raise InputError(f"config key train.schedule: unknown schedule {schedule_name!r} "
-                         "(constant, cosine, warmup_cosine)")
+    raise InputError(f"config key train.schedule: unknown schedule {schedule_name!r} "
+                     "(constant, cosine, warmup_cosine)")
+
+
+def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Optimiser from ``config.train``: adam/adamw/sgd on :func:`make_schedule`, optional clipping."""
+    cfg = complete(cfg, base_config().train.to_dict())
+    schedule = make_schedule(cfg, steps_per_epoch)
     name = cfg.optimizer
     if name == "adam":
         opt = optax.adam(schedule)
@@ -96,6 +101,12 @@ def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
         raise InputError(f"config key train.optimizer: unknown optimizer {name!r} (adam, adamw, sgd)")
     clip = cfg.grad_clip
     return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def _named(fn: Callable, name: str) -> Callable:
+    """Gives a compiled program a readable name (logs, profiles, ``run.json``'s compile-cache record)."""
+    fn.__name__ = fn.__qualname__ = name
+    return fn
 
 
 def _pad_rows(a: jnp.ndarray, rows: int) -> jnp.ndarray:
@@ -142,10 +153,12 @@ class Trainer:
         check_options(self.loss_kind, self.max_shift, self.mixup, self.member_chunk, self.steps_per_call)
         repl = self.replicated
         object.__setattr__(self, "_epoch", jax.jit(
-            self._over_members(self.epoch_single), donate_argnums=0, out_shardings=repl))
-        object.__setattr__(self, "_predict", jax.jit(self._over_members(self.predict_single), out_shardings=repl))
-        object.__setattr__(self, "_errors", jax.jit(
-            self._over_members(lambda params, data: self.predict_single(params, data)[1]), out_shardings=repl))
+            _named(self._over_members(self.epoch_single), "train_epoch"), donate_argnums=0, out_shardings=repl))
+        object.__setattr__(self, "_predict", jax.jit(
+            _named(self._over_members(self.predict_single), "predict"), out_shardings=repl))
+        object.__setattr__(self, "_errors", jax.jit(_named(
+            self._over_members(lambda params, data: self.predict_single(params, data)[1]), "errors"),
+            out_shardings=repl))
         object.__setattr__(self, "_calls", {})
 
     def _over_members(self, fn: Callable) -> Callable:
@@ -198,7 +211,8 @@ class Trainer:
                 best_params=params, best_val=jnp.asarray(jnp.inf, jnp.float32),
                 best_epoch=jnp.asarray(-1, jnp.int32), loss_sum=jnp.zeros((), jnp.float32))
 
-        build = jax.jit(lambda: jax.vmap(one)(jnp.asarray(seeds, jnp.uint32)), out_shardings=self.replicated)
+        build = jax.jit(_named(lambda: jax.vmap(one)(jnp.asarray(seeds, jnp.uint32)), "init_state"),
+                        out_shardings=self.replicated)
         return build()
 
     # ---- pure per-member functions ----------------------------------------------------------
