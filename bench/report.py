@@ -316,6 +316,10 @@ def write_report(path: pathlib.Path, results: dict, argv: list[str]) -> None:
                   "by chance). On a machine with one, `python -m bench.run --device gpu` (or the default "
                   "`--device auto`) runs the same tables there and labels them with the card; JAX needs its CUDA "
                   "build (`pip install -U \"jax[cuda12]\"`) and PyTorch a CUDA build.", ""]
+    startup = REPO_ROOT / "bench" / "results" / "startup.json"
+    if startup.exists():  # measured apart (python -m bench.startup); its section is kept beside these
+        from bench.startup import markdown
+        lines.append(markdown(json.loads(startup.read_text())).rstrip("\n"))
     path.write_text("\n".join(lines) + "\n")
 
 
