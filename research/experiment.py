@@ -16,7 +16,7 @@ from research import checkpoints, plots, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
 from research.data import Dataset, limit_rows, load_dataset
-from research.data.scaling import Scaler
+from research.data.scaling import PREPROCESSING, Scaler, save_preprocessing
 from research.errors import InputError
 from research.metrics import classification_metrics
 from research.models import build_model
@@ -41,10 +41,14 @@ def split_validation(ds: Dataset, fraction: float, seed: int) -> None:
     ds.train = {k: v[perm[n_val:]] for k, v in ds.train.items()}
 
 
-def prepare_data(config) -> tuple[Dataset, Scaler]:
+def load_splits(config, validation: bool = True) -> Dataset:
+    """The dataset as a run sees it before scaling: loaded, validation held out, smoke limits applied.
+    ``research.score`` reads new data through this too, so its splits equal a training run's."""
     ds = load_dataset(config.data)
     if len(ds.train["x"]) == 0:
         raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
+    if not validation:
+        return ds
     split_validation(ds, config.data.val_fraction, config.seed)
     limit = config.data.limit
     ds.train = limit_rows(ds.train, limit, config.seed)
@@ -54,6 +58,11 @@ def prepare_data(config) -> tuple[Dataset, Scaler]:
         ds.test = {k: v[keep] for k, v in ds.test.items()}
         ds.test_labels = None if ds.test_labels is None else ds.test_labels[keep]
         ds.test_ids = None if ds.test_ids is None else [ds.test_ids[i] for i in keep]
+    return ds
+
+
+def prepare_data(config) -> tuple[Dataset, Scaler]:
+    ds = load_splits(config)
     scaler = Scaler.fit(config.data.scaling, ds.train["x"], ds.train.get("mask"))
     for split in (ds.train, ds.val, ds.test):
         split["x"] = scaler.transform(split["x"])
@@ -106,6 +115,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
 
     train, val, test = trainer.put(ds.train), trainer.put(ds.val), trainer.put(ds.test)
     sample_shape = ds.train["x"].shape[1:]
+    if lead:
+        save_preprocessing(rundir.path / PREPROCESSING, scaler, sample_shape, ds.axis)
     state = trainer.init(seeds, sample_shape)
     ckpt = checkpoints.Checkpoints(rundir.checkpoints)
     history: list[dict] = []

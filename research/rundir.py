@@ -57,7 +57,8 @@ class RunDir:
     Only the lead process (``jax.process_index() == 0``) should write; others get ``writer=False``.
     """
 
-    def __init__(self, root: str | os.PathLike, experiment: str, name: str | None = None, writer: bool = True):
+    def __init__(self, root: str | os.PathLike, experiment: str, name: str | None = None, writer: bool = True,
+                 checkpoints: bool = True):
         name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = pathlib.Path(root) / experiment / name
         self.plots = self.path / "plots"
@@ -65,7 +66,8 @@ class RunDir:
         self.writer = writer
         if writer:
             self.plots.mkdir(parents=True, exist_ok=True)
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            if checkpoints:
+                self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, obj: Any) -> pathlib.Path:
         path = self.path / name

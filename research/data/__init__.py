@@ -23,6 +23,7 @@ class Dataset:
     test_labels: np.ndarray | None = None  # 1 = anomaly, 0 = normal; None when unknown
     val: dict[str, np.ndarray] | None = None
     test_ids: list[str] | None = None
+    train_ids: list[str] | None = None  # ids of the training rows, where the loader knows them
     kind: str = "1d"  # '1d' or 'image': how plots draw a sample
     axis: np.ndarray | None = None  # x values of a 1-D sample (wavelength, frequency, time)
     axis_label: str = "index"
@@ -36,6 +37,9 @@ LOADERS: dict[str, str] = {
     "rf": "research.data.rf:load",
     "fsdd": "research.data.fsdd:load",
     "fashion_mnist": "research.data.fashion_mnist:load",
+    "arrays": "research.data.arrays:load",
+    "wav": "research.data.wav:load",
+    "iq": "research.data.iq:load",
 }
 
 

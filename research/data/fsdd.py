@@ -26,6 +26,7 @@ import numpy as np
 from scipy.io import wavfile
 
 from research.data import Dataset, limit_rows
+from research.data.sources import expand
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -36,16 +37,21 @@ _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<index>\d+)$")
 
 
 def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float64 samples in [-1, 1); any other rate, channel count or an empty file is an error."""
+    """Mono float64 samples in [-1, 1); any other rate, channel count, an empty or a truncated file
+    (fewer data bytes than its header promises, which scipy reads with only a warning) is an error.
+    Every WAV reader of the project (``fsdd``, ``wav``) goes through this function."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
             rate, data = wavfile.read(path)
     except (ValueError, OSError, EOFError, struct.error) as exc:
         raise InputError(f"{path}: not a readable WAV file ({str(exc).splitlines()[0]})") from None
+    eof = [w for w in caught if "EOF" in str(w.message)]
+    if eof:
+        raise InputError(f"{path}: truncated WAV file ({str(eof[0].message).strip()})")
     if rate != sample_rate:
         raise InputError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
     if data.ndim != 1:
@@ -59,7 +65,7 @@ def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.nda
     return data.astype(np.float64)
 
 
-def _check_bins(n_fft: int, n_bins: int) -> None:
+def check_bins(n_fft: int, n_bins: int) -> None:
     if n_fft < 2 or n_fft % 2 or n_bins < 1 or (n_fft // 2) % n_bins:
         raise InputError(f"config keys data.n_fft/n_bins: n_fft must be even and n_fft/2 ({n_fft // 2}) "
                          f"a multiple of n_bins ({n_bins})")
@@ -67,7 +73,7 @@ def _check_bins(n_fft: int, n_bins: int) -> None:
 
 def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -> tuple[np.ndarray, float]:
     """Max-normalised binned amplitude spectrum and the maximum it was divided by (0 for silence)."""
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     amp = np.abs(np.fft.rfft(wave - wave.mean(), n=n_fft))[: n_fft // 2]
     binned = amp.reshape(n_bins, -1).mean(1)
     peak = float(binned.max())
@@ -76,7 +82,7 @@ def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -
 
 def frequencies(n_fft: int = 8192, n_bins: int = 512, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Centre frequency (Hz) of each bin of :func:`amplitude_spectrum`."""
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     return np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[: n_fft // 2].reshape(n_bins, -1).mean(1)
 
 
@@ -101,15 +107,27 @@ def parse_name(stem: str) -> tuple[int, str, int] | None:
     return (int(m["digit"]), m["speaker"], int(m["index"])) if m else None
 
 
-def recordings_dir(cfg) -> pathlib.Path:
-    folder = pathlib.Path(cfg.get("path") or dataset_dir("fsdd", cfg.get("root")) / "recordings")
+def recordings_dir(cfg) -> pathlib.Path | str:
+    """The recordings folder, or ``data.path`` as given (several folders/files/globs, comma-separated)."""
+    if cfg.get("path"):
+        return cfg.path
+    folder = dataset_dir("fsdd", cfg.get("root")) / "recordings"
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     return folder
 
 
+def wav_files(value) -> list[pathlib.Path]:
+    """The ``.wav`` files of a folder or of several folders/files/globs."""
+    if isinstance(value, pathlib.Path) or ("," not in value and pathlib.Path(value).is_dir()):
+        return sorted(pathlib.Path(value).glob("*.wav"))
+    return expand(value, (".wav",))
+
+
 def wav_path(meta: dict, test_id: str) -> pathlib.Path:
     """The WAV file of a test id (file stem) of a dataset loaded by :func:`load`."""
+    if "files" in meta:
+        return pathlib.Path(meta["files"][test_id])
     return pathlib.Path(meta["folder"]) / f"{test_id}.wav"
 
 
@@ -120,13 +138,13 @@ def load(cfg) -> Dataset:
     test_speakers = tuple(cfg.get("test_speakers", TEST_SPEAKERS))
     anomaly_digits = tuple(int(d) for d in cfg.get("anomaly_digits", ())) or tuple(d for d in range(10) if d != digit)
     n_fft, n_bins = int(cfg.get("n_fft", 8192)), int(cfg.get("n_bins", 512))
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     if both := set(train_speakers) & set(test_speakers):
         raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
 
-    train, test, skipped = [], [], []
+    train, test, skipped, files = [], [], [], {}
     speakers_seen = set()
-    for path in sorted(folder.glob("*.wav")):
+    for path in wav_files(folder):
         parsed = parse_name(path.stem)
         if parsed is None:
             skipped.append(f"{path.name}: name is not digit_speaker_index.wav")
@@ -148,6 +166,7 @@ def load(cfg) -> Dataset:
             skipped.append(f"{path}: silent recording")
             continue
         target.append((path.stem, int(d != digit), spectrum))
+        files[path.stem] = str(path)
     for speaker in train_speakers + test_speakers:
         if speaker not in speakers_seen:
             raise InputError(f"config key data.train_speakers/test_speakers: no recordings of {speaker!r} in "
@@ -170,7 +189,7 @@ def load(cfg) -> Dataset:
         kind="1d",
         axis=frequencies(n_fft, n_bins).astype(np.float32),
         axis_label="frequency (Hz)",
-        meta={"folder": str(folder), "digit": digit, "train_speakers": list(train_speakers),
+        meta={"folder": str(folder), "files": {i: files[i] for i, _, _ in test}, "digit": digit, "train_speakers": list(train_speakers),
               "test_speakers": list(test_speakers), "anomaly_digits": list(anomaly_digits),
               "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped},
     )

@@ -12,6 +12,12 @@ source (capture = device) is handled on its own because receivers and gains diff
   between (edges of bursts) and all-zero frames (digital silence) are dropped and counted in ``meta``.
 * **features**: ``10 log10(|X|^2 / F)`` clipped at ``floor_db`` (``db=True``), else ``|X| / sqrt(F)``.
 
+Sources are captures (file stems, or zip member prefixes); ``device_pattern`` (a regex whose group
+``device``, else the whole match, names the device) lets several captures of one device count as
+that device, e.g. ``(?P<device>[a-z]+)_\d+`` for ``remote_1.complex``, ``remote_2.coco``; a capture
+whose name does not match is skipped and reported. ``data.path`` may list several folders, files or
+globs (comma-separated).
+
 Split: active frames of ``normal_devices`` are cut into time blocks of ``block`` frames; a seeded
 ``test_fraction`` of the blocks is held out (label 0), the rest trains. The last frames of every
 block, which share samples with the next block, are dropped so no sample is on both sides. With
@@ -23,7 +29,7 @@ frames of unseen devices are never used: their noise is not an anomaly.
 from __future__ import annotations
 
 import math
-import pathlib
+import re
 
 import numpy as np
 
@@ -67,9 +73,27 @@ def _frames(cfg) -> tuple[dict[str, np.ndarray], dict]:
     if cfg.get("zip_path"):
         z = read_frames_zip(cfg.zip_path, frame_length)
         return z.by_source(), {"source": str(cfg.zip_path), "skipped": [f"{n}: {r}" for n, r in z.skipped]}
-    folder = pathlib.Path(cfg.get("path") or dataset_dir("rf_iq", cfg.get("root")))
+    folder = cfg.get("path") or dataset_dir("rf_iq", cfg.get("root"))
     frames, skipped = frames_from_folder(folder, frame_length, hop, cfg.get("window", "hann"))
     return frames, {"source": str(folder), "skipped": [f"{n}: {r}" for n, r in skipped]}
+
+
+def devices_of(names, pattern: str | None) -> tuple[dict[str, str], list[str]]:
+    """Device name of each source under ``pattern`` (None = the source name), and the unmatched."""
+    if not pattern:
+        return {n: n for n in names}, []
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"config key data.device_pattern: bad regular expression {pattern!r} ({exc})") from None
+    devices, unmatched = {}, []
+    for name in names:
+        m = rx.fullmatch(name)
+        if m is None:
+            unmatched.append(f"{name}: name does not match data.device_pattern {pattern!r}")
+        else:
+            devices[name] = m.groupdict().get("device") or m.group(0)
+    return devices, unmatched
 
 
 def _block_split(n: int, block: int, gap: int, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -93,12 +117,15 @@ def _cap(idx: np.ndarray, cap: int, rng) -> np.ndarray:
 
 def load(cfg) -> Dataset:
     frames, source_meta = _frames(cfg)
+    device, unmatched = devices_of(sorted(frames), cfg.get("device_pattern"))
+    source_meta["skipped"] += unmatched
+    present = sorted(set(device.values()))
     normal = tuple(cfg.get("normal_devices", NORMAL_DEVICES))
-    anomalies = tuple(cfg.get("anomaly_devices", ANOMALY_DEVICES)) or tuple(sorted(set(frames) - set(normal)))
+    anomalies = tuple(cfg.get("anomaly_devices", ANOMALY_DEVICES)) or tuple(d for d in present if d not in normal)
     for name in normal + anomalies:
-        if name not in frames:
+        if name not in present:
             raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
-                             f"{source_meta['source']} (sources: {sorted(frames)})")
+                             f"{source_meta['source']} (sources: {present})")
     if overlap := set(normal) & set(anomalies):
         raise InputError(f"config key data.anomaly_devices: {sorted(overlap)} also listed as normal")
 
@@ -110,7 +137,9 @@ def load(cfg) -> Dataset:
     rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
 
     train, test, labels, ids, stats = [], [], [], [], {}
-    for source in normal + anomalies:
+    # captures in the order of their devices in the config, so the default layout keeps its seeded split
+    ordered = [(d, s) for d in normal + anomalies for s in sorted(frames) if device.get(s) == d]
+    for dev, source in ordered:
         spectra = frames[source]
         power = np.abs(spectra) ** 2
         floor = noise_floor(power)
@@ -121,9 +150,9 @@ def load(cfg) -> Dataset:
         active = (act >= active_db) & ~silent
         idle = (act < idle_db) & ~silent
         x = features(spectra, floor, db, floor_db)
-        st = {"frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
+        st = {"device": dev, "frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
               "silent": int(silent.sum()), "noise_floor": floor}
-        if source in normal:
+        if dev in normal:
             tr, te = _block_split(len(spectra), block, gap, float(cfg.get("test_fraction", 0.25)), rng)
             tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
             te_idx = _cap(np.flatnonzero(te & active), cap, rng)

@@ -1,8 +1,9 @@
 """SDSS spectra: the ingested common-grid flux with pixel masks, split by spectral class.
 
-``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``); otherwise the FITS
-folder (``<data root>/sdss``) is ingested once into ``cfg.cache_dir`` (default ``cache/sdss``,
-keyed by the files and the ingestion options), so later runs only read the npz.
+``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``), or FITS folders, files
+or globs (comma-separated, any file names); by default the FITS folder ``<data root>/sdss``. FITS
+input is ingested once into ``cfg.cache_dir`` (default ``cache/sdss``, keyed by the files and the
+ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
 seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that
@@ -21,6 +22,7 @@ import numpy as np
 
 from research.data import sdss_fits as ingest_sdss
 from research.data import Dataset, check_finite, limit_rows
+from research.data.sources import expand
 from research.errors import InputError
 from research.paths import REPO_ROOT, dataset_dir
 
@@ -37,12 +39,20 @@ def ingest_options(cfg) -> dict:
             "mask_bits": cfg.get("mask_bits"), "min_good_fraction": float(cfg.get("min_good_fraction", 0.1))}
 
 
-def cached_ingest(folder: pathlib.Path, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
-    """The ingested npz for ``folder`` with ``options``, ingesting only when no cache entry matches."""
-    files = ingest_sdss.find_files(folder)
+def fits_files(value) -> list[pathlib.Path]:
+    """FITS files of a folder, or of several folders/files/globs (comma-separated or a sequence)."""
+    if isinstance(value, pathlib.Path):
+        return ingest_sdss.find_files(value)
+    return expand(value, ingest_sdss.FITS_SUFFIXES)
+
+
+def cached_ingest(folder, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
+    """The ingested npz for ``folder`` (see :func:`fits_files`) with ``options``, ingesting only when
+    no cache entry matches."""
+    files = fits_files(folder)
     if not files:
         raise InputError(f"{folder}: no SDSS FITS files found")
-    key = json.dumps({"files": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files],
+    key = json.dumps({"files": [(str(f.resolve()), f.stat().st_size, int(f.stat().st_mtime)) for f in files],
                       "options": options}, sort_keys=True)
     out = pathlib.Path(cache_dir) / f"sdss_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
     if not out.is_file():
@@ -96,9 +106,9 @@ def _held_out(normal_idx: np.ndarray, cfg, train_classes) -> np.ndarray:
 
 def load(cfg) -> Dataset:
     if cfg.get("path"):
-        path = pathlib.Path(cfg.path).expanduser()
-        if path.is_dir():
-            path = cached_ingest(path, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+        path = pathlib.Path(str(cfg.path)).expanduser()
+        if not (path.suffix == ".npz" and path.is_file()):
+            path = cached_ingest(cfg.path, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
     else:
         folder = dataset_dir("sdss", cfg.get("root"))
         if not folder.is_dir():
@@ -143,6 +153,7 @@ def load(cfg) -> Dataset:
         train=train, test=test,
         test_labels=(~normal[test_rows]).astype(np.int32),
         test_ids=[ids[i] for i in test_rows],
+        train_ids=[ids[i] for i in train_rows],
         kind="1d", axis=arrays["wavelength"].astype(np.float64),
         axis_label="observed wavelength (Å)" if str(arrays.get("frame", "observed")) == "observed"
         else "rest wavelength (Å)",

@@ -1,0 +1,294 @@
+"""A finished run applied to new data: its config, best parameters, scaler and threshold, nothing retrained.
+
+``load_run(path)`` gives a :class:`Run` for notebooks (``.score(x)``, ``.reconstruct(x)``,
+``.regions(x, ...)``); :meth:`Run.score_data` reads new data with the run's own loader and
+preprocessing and writes a scoring directory ``<run>/scores/<name>/`` (what ``python -m
+research.score`` does). The run directory is only read: checkpoints are opened read-only and
+everything new goes under ``scores/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+from typing import Any
+
+import ml_collections
+from absl import logging
+import numpy as np
+import orbax.checkpoint as ocp
+
+from research import plots, scoring
+from research.data.scaling import PREPROCESSING, Scaler, load_preprocessing
+from research.errors import InputError
+from research.metrics import classification_metrics
+from research.models import build_model
+from research.rundir import RunDir
+from research.training import Trainer
+
+ANALYSES_ON_NEW_DATA = ("sdss_regions",)  # the others compare with training data, which scoring does not read
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: not found; is {path.parent} a finished run directory?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _restore(directory: pathlib.Path, like) -> Any:
+    """The newest checkpoint in ``directory`` restored like ``like``, read-only; any failure is one line."""
+    if not directory.is_dir():
+        raise InputError(f"{directory}: no checkpoint (the run did not finish, or was trained elsewhere)")
+    abstract = jax_tree_abstract(like)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax warns that a read-only manager will not save
+    try:
+        options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+        with ocp.CheckpointManager(directory.absolute(), options=options) as m:
+            step = m.latest_step()
+            if step is None:
+                raise InputError(f"{directory}: no checkpoint (the run did not finish, or was trained elsewhere)")
+            return m.restore(step, args=ocp.args.StandardRestore(abstract))
+    except InputError:
+        raise
+    except Exception as exc:  # orbax raises ValueError/KeyError/... with multi-line texts
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{directory}: cannot restore the parameters ({first[:200]})") from None
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def jax_tree_abstract(tree):
+    import jax
+
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run, ready to score samples shaped like its training samples (raw, unscaled units)."""
+
+    path: pathlib.Path
+    config: ml_collections.ConfigDict
+    trainer: Trainer
+    params: Any  # leading member axis
+    scaler: Scaler
+    threshold: float
+    sample_shape: tuple[int, ...]
+    axis: np.ndarray | None
+    metrics: dict
+
+    # ---- arrays in, numbers out -------------------------------------------------------------
+    def check_shape(self, x: np.ndarray, source: str = "input") -> None:
+        """A one-line error with both shapes when ``x`` does not fit the run's model."""
+        shape = tuple(np.shape(x)[1:])
+        if shape != self.sample_shape:
+            hint = ("for SDSS spectra score through the run (research.score / Run.score_data), which resamples them "
+                    "onto the run's wavelength grid" if self.config.data.name == "sdss" else
+                    "prepare the data as for training (same loader settings: lengths, bins, frames, data.shape)")
+            raise InputError(f"{source}: samples of shape {shape}, but run {self.path} was trained on samples of "
+                             f"shape {self.sample_shape}; {hint}")
+
+    def _data(self, x, mask=None, weights=None, scaled=False) -> dict:
+        x = np.asarray(x, np.float32)
+        if x.ndim == len(self.sample_shape):
+            x = x[None]
+        self.check_shape(x)
+        d = {"x": x if scaled else self.scaler.transform(x)}
+        if mask is not None:
+            d["mask"] = np.asarray(mask, bool).reshape(x.shape)
+        if weights is not None:
+            d["weights"] = np.asarray(weights, np.float32).reshape(x.shape)
+        return d
+
+    def member_errors(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of every member ``(K, N)`` (normalised as the run's ``score.normalize``) and the
+        reconstructions ``(K, N, ...)`` of scaled samples, exactly as training scored its splits."""
+        placed = self.trainer.put(data)
+        recon, err = self.trainer.predict(self.params, placed)
+        return scoring.normalize(err, placed["x"], self.config.score.normalize), np.asarray(recon)
+
+    def score(self, x, mask=None, weights=None) -> np.ndarray:
+        """Ensemble-mean anomaly score of each sample (compare with ``.threshold``)."""
+        errors, _ = self.member_errors(self._data(x, mask, weights))
+        return scoring.ensemble_scores(errors)[0]
+
+    def reconstruct(self, x, mask=None) -> np.ndarray:
+        """Ensemble-mean reconstruction of each sample, in the units of ``x``."""
+        _, recon = self.member_errors(self._data(x, mask))
+        return self.scaler.inverse(recon.mean(0))
+
+    def regions(self, x, mask=None, ivar=None, **overrides):
+        """Anomalous regions of spectra ``x`` (on the run's grid, ``self.axis``) by the run's detector
+        (``config.regions``, keys overridable here): a :class:`research.regions.Regions`."""
+        from research.analyses.sdss_regions import DETECTOR_KEYS, check
+        from research.regions import detect, uses_ivar
+        from research.residuals import preprocess
+
+        x = np.asarray(x, np.float32).reshape(-1, *self.sample_shape)
+        mask = np.ones(x.shape, bool) if mask is None else np.asarray(mask, bool).reshape(x.shape)
+        cfg = {**dict(self.config.get("regions") or {}), **overrides}
+        method = check(ml_collections.ConfigDict({"regions": cfg}))
+        recon = self.reconstruct(x, mask)
+        ivar = None if ivar is None or not uses_ivar(method, cfg.get("noise_units")) else np.asarray(ivar)
+        recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
+                                 int(cfg.get("noise_width") or 0))
+        params = {k: cfg[k] for k in DETECTOR_KEYS[method] if cfg.get(k) is not None}
+        axis = self.axis if self.axis is not None else np.arange(x.shape[1], dtype=np.float64)
+        return detect(x, recon, mask, axis, method=method, ivar=ivar, **params)
+
+    # ---- new data through the run's own loader ----------------------------------------------
+    def data_config(self, overrides: dict | None = None) -> ml_collections.ConfigDict:
+        """The run's config with ``overrides`` (``{'data.path': ...}``) applied; SDSS data is put on
+        the run's own wavelength grid whatever grid the new files would give on their own."""
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        for key, value in (overrides or {}).items():
+            set_key(config, key, value)
+        if config.data.name == "sdss" and self.axis is not None and not (overrides or {}).get("data.wave_range"):
+            set_key(config, "data.wave_range", (float(self.axis[0]), float(self.axis[-1])))
+        return config
+
+    def score_data(self, overrides: dict | None = None, name: str | None = None, split: str = "test",
+                   refit_threshold: bool = False, log=print) -> dict:
+        """Reads data with the run's loader (``overrides`` change data keys, e.g. ``data.path``), scores
+        ``split`` ('test': the loader's test split, as the run scored it; 'all': the training rows, then
+        the test rows) and writes ``<run>/scores/<name>/``; returns the summary written to
+        ``scoring.json``. The run's threshold flags the samples; ``refit_threshold`` fits the run's rule
+        (method, k, percentile) to the new scores of the rows labelled normal (all rows without labels)."""
+        from research.experiment import load_splits
+
+        if split not in ("test", "all"):
+            raise InputError(f"--split: {split!r} is not 'test' or 'all'")
+        config = self.data_config(overrides)
+        ds = load_splits(config, validation=split == "test")
+        if split == "all":
+            n_train = len(ds.train["x"])
+            ds.test = {k: np.concatenate([ds.train[k], ds.test[k]]) for k in ds.test if k in ds.train}
+            ds.test_ids = (ds.train_ids or [f"train_{i}" for i in range(n_train)]) + \
+                (ds.test_ids or [f"test_{i}" for i in range(len(ds.test["x"]) - n_train)])
+            if ds.test_labels is not None:
+                ds.test_labels = np.concatenate([np.zeros(n_train, np.int32), ds.test_labels])
+        self.check_shape(ds.test["x"], _source(config))
+        data = {k: v for k, v in ds.test.items() if k in ("x", "mask", "weights")}
+        data["x"] = self.scaler.transform(data["x"])
+        member, recon = self.member_errors(data)
+        scores, spread = scoring.ensemble_scores(member)
+
+        th = self.config.threshold
+        thr = self.threshold
+        if refit_threshold:
+            normal = np.ones(len(scores), bool) if ds.test_labels is None else ds.test_labels == 0
+            if not normal.any():
+                raise InputError("--refit-threshold: no rows labelled normal among the scored data to fit it on")
+            thr = scoring.threshold(scores[normal], th.method, th.k, th.percentile)
+        flags = scoring.flag(scores, thr)
+
+        out = RunDir(self.path / "scores", "", name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
+                     checkpoints=False)
+        ids = ds.test_ids or [str(i) for i in range(len(flags))]
+        columns = {"id": ids, "score": scores, "score_std": spread, "flag": flags}
+        if ds.test_labels is not None:
+            columns["label"] = ds.test_labels
+        out.write_csv("scores.csv", columns)
+        summary = {"run": str(self.path), "data": {k: v for k, v in config.data.to_dict().items() if v is not None},
+                   "split": split, "n_scored": int(len(flags)), "n_flagged": int(flags.sum()),
+                   "threshold": {"value": thr, "refitted": bool(refit_threshold), "method": th.method,
+                                 "run_value": self.threshold},
+                   "skipped": ds.meta.get("skipped", [])}
+        if ds.test_labels is not None:
+            metrics = {"threshold": summary["threshold"], "n_flagged": summary["n_flagged"],
+                       "n_test": int(len(flags)), "test": classification_metrics(ds.test_labels, scores, thr)}
+            out.write_json("metrics.json", metrics)
+            summary["test"] = metrics["test"]
+        if self.config.plots.enabled:
+            recon_mean = recon.mean(0)
+            plots.error_histogram(scores, thr, out.plot_path("error_hist.png"), ds.test_labels)
+            plots.error_scatter(scores, thr, out.plot_path("error_scatter.png"), ds.test_labels)
+            plots.reconstruction_examples(
+                data["x"], recon_mean, scores, out.plot_path("examples.png"), kind=ds.kind, axis=ds.axis,
+                axis_label=ds.axis_label, n=self.config.plots.n_examples, ids=ds.test_ids, mask=ds.test.get("mask"))
+            if ds.test_labels is not None and len(np.unique(ds.test_labels)) == 2:
+                plots.roc_curve(ds.test_labels, scores, out.plot_path("roc.png"))
+        analyses = [a for a in (self.config.get("analyses") or ()) if a in ANALYSES_ON_NEW_DATA]
+        if analyses:
+            from research.analyses import RunContext, run_analyses
+
+            ds.test = {**ds.test, "x": data["x"]}
+            ctx = RunContext(config=config, dataset=ds, run=out, trainer=self.trainer, state=None,
+                             params=self.params, recon_test=recon, errors={"test": scores},
+                             errors_std={"test": spread}, threshold=thr, flags=flags, scaler=self.scaler)
+            summary["analyses"] = run_analyses(analyses, ctx)
+        summary["output"] = str(out.path)
+        out.write_json("scoring.json", summary)
+        if log:
+            log(f"scored {len(flags)} samples, {int(flags.sum())} above the threshold {thr:.5g} -> {out.path}")
+        return summary
+
+
+def _source(config) -> str:
+    return str(config.data.get("path") or config.data.get("root") or f"data {config.data.name}")
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal when it parses as one, else the text."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def set_key(config: ml_collections.ConfigDict, key: str, value) -> None:
+    """Sets ``a.b.c`` in ``config``; keys of the ``data`` block may be new (loaders read optional keys),
+    any other unknown key is a one-line error."""
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        if part not in node:
+            raise InputError(f"--{key}: unknown config key {part!r}")
+        node = node[part]
+    leaf = parts[-1]
+    if leaf not in node and parts[0] != "data":
+        raise InputError(f"--{key}: unknown config key {leaf!r}")
+    if isinstance(value, str) and leaf in node and isinstance(node[leaf], (int, float, bool)) \
+            and not isinstance(node[leaf], bool):
+        value = parse_value(value)
+    with node.ignore_type():
+        node[leaf] = tuple(value) if isinstance(value, list) else value
+
+
+def load_run(path) -> Run:
+    """A finished run directory (``runs/<experiment>/<name>``) as a :class:`Run`."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_dir():
+        raise InputError(f"{path}: no such run directory")
+    config = ml_collections.ConfigDict(_read_json(path / "config.json"))
+    metrics = _read_json(path / "metrics.json")
+    if "threshold" not in metrics:
+        raise InputError(f"{path / 'metrics.json'}: no threshold; the run stopped before scoring (resume it first)")
+    pre = path / PREPROCESSING
+    if pre.is_file():
+        scaler, sample_shape, axis = load_preprocessing(pre)
+    else:  # runs from before preprocessing.npz: refit the scaler on the run's own training data
+        from research.experiment import prepare_data
+
+        ds, scaler = prepare_data(config)
+        sample_shape, axis = tuple(ds.train["x"].shape[1:]), ds.axis
+    run_info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+    tc = config.train
+    seeds = run_info.get("seeds") or [config.seed + i for i in range(tc.ensemble_size)]
+    trainer = Trainer.from_config(build_model(config.model), tc, 1)
+    like = trainer.init(seeds, sample_shape)
+    if tc.use_best:
+        params = _restore(path / "checkpoints" / "best", like.best_params)
+    else:
+        params = _restore(path / "checkpoints" / "latest", like).params
+    return Run(path=path, config=config, trainer=trainer, params=params, scaler=scaler,
+               threshold=float(metrics["threshold"]["value"]), sample_shape=sample_shape, axis=axis,
+               metrics=metrics)

@@ -1,0 +1,73 @@
+"""Command line: score new data with a finished run, nothing retrained.
+
+    python -m research.score --run=runs/<experiment>/<name> --data.path=NEW [--data.<key>=V ...]
+        [--split=test|all] [--name=NAME] [--refit-threshold]
+
+Reads the run's ``config.json``, best parameters, scaler and threshold; reads ``NEW`` with the run's
+loader and preprocessing (``--data.*`` overrides any data key, e.g. the label column of a new table);
+writes ``<run>/scores/<NAME>/``: ``scores.csv`` (the run's columns), ``metrics.json`` when the data has
+labels, ``scoring.json`` (what was scored with which threshold), plots, and for spectra the regions,
+figures and ``regions_metadata.json``. ``--split=test`` (default) scores the loader's test split, as
+the run did; ``--split=all`` scores every sample the loader read (training rows first). Bad input: one
+``error: ...`` line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = ("usage: python -m research.score --run=RUN_DIR [--data.path=PATHS] [--data.KEY=VALUE ...] "
+         "[--split=test|all] [--name=NAME] [--refit-threshold]")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse(argv: list[str]) -> dict:
+    opts = {"run": None, "name": None, "split": "test", "refit_threshold": False, "overrides": {}}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        if arg == "--refit-threshold":
+            opts["refit_threshold"] = True
+            continue
+        if not arg.startswith("--") or "=" not in arg:
+            _fail(f"{arg}: expected --key=value\n{USAGE}")
+        key, value = arg[2:].split("=", 1)
+        if key in ("run", "name", "split"):
+            opts[key] = value
+        elif "." in key:
+            from research.apply import parse_value
+
+            opts["overrides"][key] = parse_value(value)
+        else:
+            _fail(f"--{key}: unknown option\n{USAGE}")
+    if not opts["run"]:
+        _fail(f"--run=RUN_DIR is required\n{USAGE}")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse(sys.argv[1:] if argv is None else argv)
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging
+
+    from research.apply import load_run
+    from research.errors import InputError
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        run = load_run(opts["run"])
+        run.score_data(opts["overrides"], name=opts["name"], split=opts["split"],
+                       refit_threshold=opts["refit_threshold"])
+    except InputError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()
