@@ -156,17 +156,18 @@ class Run:
     def score_data(self, overrides: dict | None = None, name: str | None = None, split: str = "test",
                    refit_threshold: bool = False, log=print) -> dict:
         """Reads data with the run's loader (``overrides`` change data keys, e.g. ``data.path``), scores
-        ``split`` ('test': the loader's test split, as the run scored it; 'all': the training rows, then
-        the test rows) and writes ``<run>/scores/<name>/``; returns the summary written to
+        ``split`` ('test': the loader's test split, as the run scored it; 'all': every sample the loader
+        reads, through its ``data.score_only`` mode where it has one, else the training rows then the test
+        rows) and writes ``<run>/scores/<name>/``; returns the summary written to
         ``scoring.json``. The run's threshold flags the samples; ``refit_threshold`` fits the run's rule
         (method, k, percentile) to the new scores of the rows labelled normal (all rows without labels)."""
         from research.experiment import load_splits
 
         if split not in ("test", "all"):
             raise InputError(f"--split: {split!r} is not 'test' or 'all'")
-        config = self.data_config(overrides)
+        config = self.data_config({**(overrides or {}), **({"data.score_only": True} if split == "all" else {})})
         ds = load_splits(config, validation=split == "test")
-        if split == "all":
+        if split == "all" and not ds.meta.get("score_only"):  # a loader without a scoring mode: both splits
             n_train = len(ds.train["x"])
             ds.test = {k: np.concatenate([ds.train[k], ds.test[k]]) for k in ds.test if k in ds.train}
             ds.test_ids = (ds.train_ids or [f"train_{i}" for i in range(n_train)]) + \

@@ -45,10 +45,10 @@ def load_splits(config, validation: bool = True) -> Dataset:
     """The dataset as a run sees it before scaling: loaded, validation held out, smoke limits applied.
     ``research.score`` reads new data through this too, so its splits equal a training run's."""
     ds = load_dataset(config.data)
-    if len(ds.train["x"]) == 0:
-        raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
     if not validation:
         return ds
+    if len(ds.train["x"]) == 0:
+        raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
     split_validation(ds, config.data.val_fraction, config.seed)
     limit = config.data.limit
     ds.train = limit_rows(ds.train, limit, config.seed)

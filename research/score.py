@@ -7,9 +7,10 @@ Reads the run's ``config.json``, best parameters, scaler and threshold; reads ``
 loader and preprocessing (``--data.*`` overrides any data key, e.g. the label column of a new table);
 writes ``<run>/scores/<NAME>/``: ``scores.csv`` (the run's columns), ``metrics.json`` when the data has
 labels, ``scoring.json`` (what was scored with which threshold), plots, and for spectra the regions,
-figures and ``regions_metadata.json``. ``--split=test`` (default) scores the loader's test split, as
-the run did; ``--split=all`` scores every sample the loader read (training rows first). Bad input: one
-``error: ...`` line, exit status 2.
+figures and ``regions_metadata.json``. ``--split=all`` (the default when ``--data.path`` is given)
+scores every sample of the new data, labelled where the loader knows normal from anomalous;
+``--split=test`` (the default without ``--data.path``) scores the loader's test split exactly as the run
+did. Bad input: one ``error: ...`` line, exit status 2.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _fail(message: str) -> None:
 
 
 def parse(argv: list[str]) -> dict:
-    opts = {"run": None, "name": None, "split": "test", "refit_threshold": False, "overrides": {}}
+    opts = {"run": None, "name": None, "split": None, "refit_threshold": False, "overrides": {}}
     for arg in argv:
         if arg in ("-h", "--help"):
             print(__doc__)
@@ -47,6 +48,8 @@ def parse(argv: list[str]) -> dict:
             _fail(f"--{key}: unknown option\n{USAGE}")
     if not opts["run"]:
         _fail(f"--run=RUN_DIR is required\n{USAGE}")
+    if opts["split"] is None:
+        opts["split"] = "all" if "data.path" in opts["overrides"] else "test"
     return opts
 
 

@@ -71,3 +71,11 @@ def limit_rows(arrays: dict[str, np.ndarray], limit: int | None, seed: int = 0) 
         return arrays
     keep = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
     return {k: v[keep] for k, v in arrays.items()}
+
+
+def add_defaults(target, block) -> None:
+    """Adds a loader's ``defaults()`` block to a config's ``data`` block (keys already there stay)."""
+    for key in block.keys():
+        if key in target and key != "name":
+            continue
+        target[key] = block._fields[key]  # keeps placeholder types (str | None) for command-line overrides

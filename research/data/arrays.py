@@ -1,11 +1,13 @@
-"""Any table of samples: ``.npy`` / ``.npz`` / CSV / Parquet, one row per sample (``data.name='arrays'``).
+"""Any table of samples: ``.npy`` / ``.npz`` / CSV / Parquet / whitespace-separated ``.txt`` (the UCR
+archive's format), one row per sample (``data.name='arrays'``).
 
 A row is a 1-D signal or a flattened image (``data.shape`` gives it back its shape, e.g. ``(28, 28)``).
 Its values are every numeric column except the label and id columns (or the ``data.columns`` listed);
 a Parquet/CSV table may instead hold one list column with the whole row. ``.npz`` files hold arrays:
 ``data.x_key`` the samples, ``data.label_column`` / ``data.id_column`` name arrays beside it. A CSV
 file whose first line is all numbers has no header; its columns are then called ``0``, ``1``, ...
-(so ``data.label_column='0'`` is the first column, as in the UCR archive).
+(so ``data.label_column='0'`` is the first column, as in the UCR archive); ``.txt`` files have no
+header.
 
 Splits: with ``data.test_path`` the training split is the normal rows of ``data.path`` (all rows
 without a label column) and the test split is every row of ``data.test_path``. Without it, a seeded
@@ -26,14 +28,14 @@ from research.data import Dataset, check_finite
 from research.data.sources import describe, expand
 from research.errors import InputError
 
-SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".parquet", ".pq")
+SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
 def defaults() -> ml_collections.ConfigDict:
     """The ``data`` block of the ``arrays`` loader."""
     d = ml_collections.ConfigDict()
     d.name = "arrays"
-    d.path = config_dict.placeholder(str)  # training file(s): .npy/.npz/.csv/.tsv/.parquet, folders or globs, comma-separated
+    d.path = config_dict.placeholder(str)  # file(s) .npy/.npz/.csv/.tsv/.txt/.parquet, folders or globs, comma-separated
     d.test_path = config_dict.placeholder(str)  # test file(s); unset = split data.path by label
     d.label_column = config_dict.placeholder(str)  # column (npz: array) holding each row's label; unset = no labels
     d.normal_labels = ("0",)  # label values of normal rows (numbers compare as numbers: '1' == 1.0)
@@ -126,6 +128,14 @@ def _columns(path: pathlib.Path, cfg) -> dict[str, np.ndarray]:
             raise InputError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from None
     if suffix in (".csv", ".tsv", ".parquet", ".pq"):
         return _table_columns(path)
+    if suffix == ".txt":
+        try:
+            table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+        except ValueError as exc:
+            raise InputError(f"{path}: not a numeric table ({str(exc).splitlines()[0]})") from None
+        if table.size == 0:
+            raise InputError(f"{path}: file is empty")
+        return {str(i): table[:, i] for i in range(table.shape[1])}
     raise InputError(f"{path}: unknown file type {path.suffix!r}; expected one of {SUFFIXES}")
 
 
@@ -205,7 +215,11 @@ def load(cfg) -> Dataset:
     x, labels, ids = read_all(cfg.path, cfg, "data.path")
     normal = np.ones(len(x), bool) if labels is None else is_normal(labels, cfg.get("normal_labels", ("0",)))
     test_path = cfg.get("test_path")
-    if test_path:
+    if cfg.get("score_only"):  # research.score: every row of data.path, in file order
+        train_idx, test_path = np.zeros(0, int), None
+        test_x, test_ids = x, ids
+        test_labels = None if labels is None else (~normal).astype(np.int32)
+    elif test_path:
         train_idx = np.flatnonzero(normal)
         test_x, test_y, test_ids = read_all(test_path, cfg, "data.test_path")
         test_labels = None if test_y is None else (~is_normal(test_y, cfg.normal_labels)).astype(np.int32)
@@ -218,7 +232,7 @@ def load(cfg) -> Dataset:
         test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)])).astype(int)
         test_x, test_ids = x[test_idx], [ids[i] for i in test_idx]
         test_labels = None if labels is None else (~normal[test_idx]).astype(np.int32)
-    if len(train_idx) == 0:
+    if len(train_idx) == 0 and not cfg.get("score_only"):
         raise InputError(f"{describe(cfg.path)}: no normal rows to train on (data.normal_labels="
                          f"{tuple(cfg.get('normal_labels', ()))})")
     if len(test_x) == 0:
@@ -240,5 +254,6 @@ def load(cfg) -> Dataset:
         axis_label="pixel" if image else "index",
         meta={"path": describe(cfg.path), "test_path": describe(test_path) if test_path else None,
               "n_train": int(len(train_x)), "n_test": int(len(test_x)),
-              "n_test_anomalous": None if test_labels is None else int(test_labels.sum())},
+              "n_test_anomalous": None if test_labels is None else int(test_labels.sum()),
+              "score_only": bool(cfg.get("score_only"))},
     )

@@ -122,6 +122,10 @@ def load(cfg) -> Dataset:
     present = sorted(set(device.values()))
     normal = tuple(cfg.get("normal_devices", NORMAL_DEVICES))
     anomalies = tuple(cfg.get("anomaly_devices", ANOMALY_DEVICES)) or tuple(d for d in present if d not in normal)
+    score_only = bool(cfg.get("score_only"))
+    if score_only:  # research.score: every active frame of every capture; the run's normal devices label 0
+        normal = tuple(d for d in normal if d in present)
+        anomalies = tuple(d for d in present if d not in normal)
     for name in normal + anomalies:
         if name not in present:
             raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
@@ -152,7 +156,13 @@ def load(cfg) -> Dataset:
         x = features(spectra, floor, db, floor_db)
         st = {"device": dev, "frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
               "silent": int(silent.sum()), "noise_floor": floor}
-        if dev in normal:
+        if score_only:
+            te_idx = _cap(np.flatnonzero(active), cap, rng)
+            test.append(x[te_idx])
+            labels.append(np.full(len(te_idx), int(dev not in normal), np.int32))
+            ids += [f"{source}_{i}" for i in te_idx]
+            st.update(test=len(te_idx), role="normal" if dev in normal else "anomaly")
+        elif dev in normal:
             tr, te = _block_split(len(spectra), block, gap, float(cfg.get("test_fraction", 0.25)), rng)
             tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
             te_idx = _cap(np.flatnonzero(te & active), cap, rng)
@@ -170,9 +180,9 @@ def load(cfg) -> Dataset:
             st.update(test=len(te_idx), role="anomaly")
         stats[source] = st
 
-    train_x = np.concatenate(train)
+    train_x = np.concatenate(train) if train else np.zeros((0, frame_length), np.float32)
     test_split = {"x": np.concatenate(test), "label": np.concatenate(labels), "row": np.arange(len(ids))}
-    if len(train_x) == 0:
+    if len(train_x) == 0 and not score_only:
         raise InputError(f"{source_meta['source']}: no active or idle training frames for {normal}")
     limit = cfg.get("limit")
     train_split = limit_rows({"x": train_x}, limit, int(cfg.get("split_seed", 0)))
@@ -187,5 +197,5 @@ def load(cfg) -> Dataset:
         axis=(frequency_axis(frame_length, sample_rate) / 1e3).astype(np.float32),
         axis_label=f"frequency offset (kHz at an assumed {sample_rate / 1e6:g} MS/s)",
         meta={**source_meta, "normal_devices": list(normal), "anomaly_devices": list(anomalies),
-              "frame_length": frame_length, "hop": hop, "db": db, "sources": stats},
+              "frame_length": frame_length, "hop": hop, "db": db, "sources": stats, "score_only": score_only},
     )

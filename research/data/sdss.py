@@ -124,14 +124,17 @@ def load(cfg) -> Dataset:
     train_classes = tuple(str(c).upper() for c in (cfg.get("train_classes") or ("GALAXY",)))
     classes = np.char.upper(cat["class"].astype(str))
     normal = np.isin(classes, train_classes)
-    if not normal.any():
+    if cfg.get("score_only"):  # research.score: every spectrum, in catalogue order
+        train_idx, test_idx = np.zeros(0, int), np.arange(len(ids))
+    elif not normal.any():
         raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {path} "
                          f"(classes present: {sorted(set(classes))})")
-    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
-    normal_idx = rng.permutation(np.flatnonzero(normal))
-    held = _held_out(normal_idx, cfg, train_classes)
-    train_idx = np.sort(np.setdiff1d(normal_idx, held))
-    test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
+    else:
+        rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
+        normal_idx = rng.permutation(np.flatnonzero(normal))
+        held = _held_out(normal_idx, cfg, train_classes)
+        train_idx = np.sort(np.setdiff1d(normal_idx, held))
+        test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
 
     weights = noise_weights(ivar, mask, float(cfg.get("weight_clip", 10.0))) if cfg.get("ivar_weighting") else None
 
@@ -159,5 +162,6 @@ def load(cfg) -> Dataset:
         else "rest wavelength (Å)",
         meta={"source": str(path), "train_classes": list(train_classes),
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
-              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue},
+              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue,
+              "score_only": bool(cfg.get("score_only"))},
     )

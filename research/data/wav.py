@@ -101,7 +101,9 @@ def load(cfg) -> Dataset:
     normal_labels = cfg.get("normal_labels", ("6",))
     normal = _normal(records, normal_labels)
     test_groups = tuple(cfg.get("test_groups") or ())
-    if cfg.get("test_path"):
+    if cfg.get("score_only"):  # research.score: every recording of data.path
+        train, test = [], records
+    elif cfg.get("test_path"):
         train = [r for r, n in zip(records, normal) if n]
         test, more = read_folder(cfg.test_path, cfg, "data.test_path")
         skipped += more
@@ -118,13 +120,13 @@ def load(cfg) -> Dataset:
         held = set(normal_idx[: int(round(float(cfg.get("test_fraction", 0.2)) * len(normal_idx)))].tolist())
         train = [r for i, r in enumerate(records) if normal[i] and i not in held]
         test = [r for i, r in enumerate(records) if not normal[i] or i in held]
-    if not train:
+    if not train and not cfg.get("score_only"):
         raise InputError(f"{describe(cfg.path)}: no normal recordings (labels {tuple(normal_labels)}) to train on")
     if not test:
         raise InputError(f"{describe(cfg.get('test_path') or cfg.path)}: no recordings for the test split")
     n_fft, n_bins = int(cfg.get("n_fft", 8192)), int(cfg.get("n_bins", 128))
     return Dataset(
-        train={"x": np.stack([r["x"] for r in train])},
+        train={"x": np.stack([r["x"] for r in train]) if train else np.zeros((0, n_bins), np.float32)},
         test={"x": np.stack([r["x"] for r in test])},
         test_labels=(~_normal(test, normal_labels)).astype(np.int32),
         test_ids=[r["id"] for r in test],
@@ -133,5 +135,5 @@ def load(cfg) -> Dataset:
         axis=frequencies(n_fft, n_bins, int(cfg.get("sample_rate", SAMPLE_RATE))).astype(np.float32),
         axis_label="frequency (Hz)",
         meta={"path": describe(cfg.path), "files": {r["id"]: r["file"] for r in test},
-              "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped},
+              "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped, "score_only": bool(cfg.get("score_only"))},
     )
