@@ -56,6 +56,14 @@ def parse(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     opts = parse(sys.argv[1:] if argv is None else argv)
     import os
+    import pathlib
+
+    path = pathlib.Path(opts["run"]).expanduser()  # the cheap checks, before JAX is imported
+    if not path.is_dir():
+        _fail(f"{path}: no such run directory")
+    for name in ("config.json", "metrics.json"):
+        if not (path / name).is_file():
+            _fail(f"{path / name}: not found; is {path} a finished run directory?")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging
