@@ -3,7 +3,7 @@
 Your own data, by config alone: one variant per generic loader, each set up on real files from
 ``../shared/data`` so it runs as written; point ``--config.data.path`` (several files, folders or
 globs, comma-separated) and the loader's keys at your data. Every data key, its default and what it
-means is in the loader's ``defaults()`` (``research/data/arrays.py``, ``wav.py``, ``iq.py``;
+means is in the loader's ``DEFAULTS`` (``research/data/arrays.py``, ``wav.py``, ``iq.py``;
 spectra: ``research/data/sdss.py``).
 
 * ``arrays``: a table with one row per sample (.npy/.npz/.csv/.tsv/.txt/.parquet); here ECG5000,
@@ -46,7 +46,8 @@ def get_config(variant: str = "arrays"):
     if variant == "arrays":
         from research.data import arrays
 
-        add_defaults(c.data, arrays.defaults())
+        add_defaults(c.data, arrays.DEFAULTS)
+        c.data.name = "arrays"
         ecg = dataset_dir("ecg5000")
         c.data.path = str(ecg / "ECG5000_TRAIN.txt")
         c.data.test_path = str(ecg / "ECG5000_TEST.txt")
@@ -59,7 +60,8 @@ def get_config(variant: str = "arrays"):
     elif variant == "wav":
         from research.data import wav
 
-        add_defaults(c.data, wav.defaults())
+        add_defaults(c.data, wav.DEFAULTS)
+        c.data.name = "wav"
         c.data.path = str(dataset_dir("fsdd") / "recordings")
         c.data.normal_labels = ("6",)
         c.data.test_groups = ("lucas", "yweweler")
@@ -70,7 +72,8 @@ def get_config(variant: str = "arrays"):
     elif variant == "iq":
         from research.data import iq
 
-        add_defaults(c.data, iq.defaults())
+        add_defaults(c.data, iq.DEFAULTS)
+        c.data.name = "iq"
         c.data.path = str(dataset_dir("rf_iq"))
         c.data.normal_devices = ("elektromaten", "esaver", "ook_overshoot", "steckdose_anlernen")
         c.data.scaling = "global_standard"

@@ -95,6 +95,8 @@ class Run:
                              f"shape {self.sample_shape}; {hint}")
 
     def _data(self, x, mask=None, weights=None, scaled=False) -> dict:
+        if isinstance(x, dict):  # a split as read by .read(): its mask and weights come with it
+            x, mask, weights = x["x"], x.get("mask", mask), x.get("weights", weights)
         x = np.asarray(x, np.float32)
         if x.ndim == len(self.sample_shape):
             x = x[None]
@@ -114,7 +116,8 @@ class Run:
         return scoring.normalize(err, placed["x"], self.config.score.normalize), np.asarray(recon)
 
     def score(self, x, mask=None, weights=None) -> np.ndarray:
-        """Ensemble-mean anomaly score of each sample (compare with ``.threshold``)."""
+        """Ensemble-mean anomaly score of each sample (compare with ``.threshold``); ``x`` is an array
+        in the units of the training data, or a split dict from :meth:`read` (with its mask and weights)."""
         errors, _ = self.member_errors(self._data(x, mask, weights))
         return scoring.ensemble_scores(errors)[0]
 
@@ -124,12 +127,15 @@ class Run:
         return self.scaler.inverse(recon.mean(0))
 
     def regions(self, x, mask=None, ivar=None, **overrides):
-        """Anomalous regions of spectra ``x`` (on the run's grid, ``self.axis``) by the run's detector
-        (``config.regions``, keys overridable here): a :class:`research.regions.Regions`."""
+        """Anomalous regions of spectra ``x`` (on the run's grid, ``self.axis``; or a split dict from
+        :meth:`read`) by the run's detector (``config.regions``, keys overridable here): a
+        :class:`research.regions.Regions` (``.scores``, ``.flags``, ``.regions_of(i)``)."""
         from research.analyses.sdss_regions import DETECTOR_KEYS, check
         from research.regions import detect, uses_ivar
         from research.residuals import preprocess
 
+        if isinstance(x, dict):
+            x, mask, ivar = x["x"], x.get("mask", mask), x.get("ivar", ivar)
         x = np.asarray(x, np.float32).reshape(-1, *self.sample_shape)
         mask = np.ones(x.shape, bool) if mask is None else np.asarray(mask, bool).reshape(x.shape)
         cfg = {**dict(self.config.get("regions") or {}), **overrides}
@@ -153,16 +159,14 @@ class Run:
             set_key(config, "data.wave_range", (float(self.axis[0]), float(self.axis[-1])))
         return config
 
-    def score_data(self, overrides: dict | None = None, name: str | None = None, split: str = "test",
-                   refit_threshold: bool = False, log=print) -> dict:
-        """Reads data with the run's loader (``overrides`` change data keys, e.g. ``data.path``), scores
-        ``split`` ('test': the loader's test split, as the run scored it; 'all': every sample the loader
-        reads, through its ``data.score_only`` mode where it has one, else the training rows then the test
-        rows) and writes ``<run>/scores/<name>/``; returns the summary written to
-        ``scoring.json``. The run's threshold flags the samples; ``refit_threshold`` fits the run's rule
-        (method, k, percentile) to the new scores of the rows labelled normal (all rows without labels)."""
+    def read(self, overrides: dict | None = None, split: str = "all", **data):
+        """New data through the run's loader, unscaled: the :class:`research.data.Dataset` whose ``test``
+        split holds the samples (``x``; for spectra also ``mask``, ``weights``, ``ivar``, on the run's
+        grid), and the config it was read with. Data keys as ``overrides`` (``{'data.path': ...}``) or
+        keywords (``path=...``)."""
         from research.experiment import load_splits
 
+        overrides = {**(overrides or {}), **{f"data.{k}": v for k, v in data.items()}}
         if split not in ("test", "all"):
             raise InputError(f"--split: {split!r} is not 'test' or 'all'")
         config = self.data_config({**(overrides or {}), **({"data.score_only": True} if split == "all" else {})})
@@ -174,6 +178,17 @@ class Run:
                 (ds.test_ids or [f"test_{i}" for i in range(len(ds.test["x"]) - n_train)])
             if ds.test_labels is not None:
                 ds.test_labels = np.concatenate([np.zeros(n_train, np.int32), ds.test_labels])
+        return ds, config
+
+    def score_data(self, overrides: dict | None = None, name: str | None = None, split: str = "test",
+                   refit_threshold: bool = False, log=print) -> dict:
+        """Reads data with the run's loader (``overrides`` change data keys, e.g. ``data.path``), scores
+        ``split`` ('test': the loader's test split, as the run scored it; 'all': every sample the loader
+        reads, through its ``data.score_only`` mode where it has one, else the training rows then the test
+        rows) and writes ``<run>/scores/<name>/``; returns the summary written to
+        ``scoring.json``. The run's threshold flags the samples; ``refit_threshold`` fits the run's rule
+        (method, k, percentile) to the new scores of the rows labelled normal (all rows without labels)."""
+        ds, config = self.read(overrides, split)
         self.check_shape(ds.test["x"], _source(config))
         data = {k: v for k, v in ds.test.items() if k in ("x", "mask", "weights")}
         data["x"] = self.scaler.transform(data["x"])

@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.1
     c.data.scaling = "none"  # none | minmax | standard, fitted on the training split only
     c.data.limit = 0  # max rows per split (0 = all)
+    c.data.score_only = False  # set by research.score: every sample read into the test split, nothing trained
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "dense"

@@ -17,8 +17,8 @@ from research.errors import InputError
 
 
 def _cfg(module, **keys):
-    c = ml_collections.ConfigDict({"limit": 0})
-    add_defaults(c, module.defaults())
+    c = ml_collections.ConfigDict({"limit": 0, "path": ml_collections.config_dict.placeholder(str)})
+    add_defaults(c, module.DEFAULTS)
     for k, v in keys.items():
         c[k] = v
     return c

@@ -73,9 +73,23 @@ def limit_rows(arrays: dict[str, np.ndarray], limit: int | None, seed: int = 0) 
     return {k: v[keep] for k, v in arrays.items()}
 
 
-def add_defaults(target, block) -> None:
-    """Adds a loader's ``defaults()`` block to a config's ``data`` block (keys already there stay)."""
-    for key in block.keys():
-        if key in target and key != "name":
-            continue
-        target[key] = block._fields[key]  # keeps placeholder types (str | None) for command-line overrides
+
+def with_defaults(cfg, defaults: dict):
+    """``config.data`` with every key it lacks at the loader's default."""
+    import copy
+
+    import ml_collections
+
+    out = ml_collections.ConfigDict({k: copy.deepcopy(v) for k, v in defaults.items()})
+    for key, value in dict(cfg).items():
+        out[key] = value
+    return out
+
+
+def add_defaults(target, defaults: dict) -> None:
+    """Adds a loader's ``DEFAULTS`` to a config's ``data`` block (keys already there stay)."""
+    import copy
+
+    for key, value in defaults.items():
+        if key not in target:
+            target[key] = copy.deepcopy(value)  # a placeholder keeps its type for command-line overrides

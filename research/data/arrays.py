@@ -20,32 +20,27 @@ from __future__ import annotations
 
 import pathlib
 
-import ml_collections
 import numpy as np
-from ml_collections import config_dict
+from ml_collections.config_dict import placeholder
 
-from research.data import Dataset, check_finite
+from research.data import Dataset, check_finite, with_defaults
 from research.data.sources import describe, expand
 from research.errors import InputError
 
 SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
-def defaults() -> ml_collections.ConfigDict:
-    """The ``data`` block of the ``arrays`` loader."""
-    d = ml_collections.ConfigDict()
-    d.name = "arrays"
-    d.path = config_dict.placeholder(str)  # file(s) .npy/.npz/.csv/.tsv/.txt/.parquet, folders or globs, comma-separated
-    d.test_path = config_dict.placeholder(str)  # test file(s); unset = split data.path by label
-    d.label_column = config_dict.placeholder(str)  # column (npz: array) holding each row's label; unset = no labels
-    d.normal_labels = ("0",)  # label values of normal rows (numbers compare as numbers: '1' == 1.0)
-    d.id_column = config_dict.placeholder(str)  # column (npz: array) with each row's id; unset = <file stem>_<row>
-    d.columns = ()  # feature columns; empty = every numeric column but the label and id columns
-    d.x_key = "x"  # .npz: the array of samples
-    d.shape = ()  # shape of one sample, e.g. (28, 28) for images; empty = the flat row
-    d.test_fraction = 0.2  # without data.test_path: share of the normal rows held out for the test split
-    d.split_seed = 0  # seed of that hold-out
-    return d
+DEFAULTS = {  # the loader's data.* keys (beside data.name, root, path, val_fraction, scaling, limit)
+    "test_path": placeholder(str),  # test file(s); unset = split data.path by label
+    "label_column": placeholder(str),  # column (npz: array) holding each row's label; unset = no labels
+    "normal_labels": ("0",),  # label values of normal rows (numbers compare as numbers: '1' == 1.0)
+    "id_column": placeholder(str),  # column (npz: array) with each row's id; unset = <file stem>_<row>
+    "columns": (),  # feature columns; empty = every numeric column but the label and id columns
+    "x_key": "x",  # .npz: the array of samples
+    "shape": (),  # shape of one sample, e.g. (28, 28) for images; empty = the flat row
+    "test_fraction": 0.2,  # without data.test_path: share of the normal rows held out for the test split
+    "split_seed": 0,  # seed of that hold-out
+}
 
 
 def _same(value, normal) -> bool:
@@ -210,6 +205,7 @@ def _shaped(x: np.ndarray, shape, source: str) -> np.ndarray:
 
 
 def load(cfg) -> Dataset:
+    cfg = with_defaults(cfg, DEFAULTS)
     if not cfg.get("path"):
         raise InputError("config key data.path: the arrays loader needs the file(s) to read")
     x, labels, ids = read_all(cfg.path, cfg, "data.path")

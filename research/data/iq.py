@@ -10,39 +10,35 @@ other device is an anomaly unless ``data.anomaly_devices`` lists some.
 
 from __future__ import annotations
 
-import ml_collections
-from ml_collections import config_dict
+from ml_collections.config_dict import placeholder
 
-from research.data import Dataset, rf
+from research.data import Dataset, rf, with_defaults
 from research.errors import InputError
 
 
-def defaults() -> ml_collections.ConfigDict:
-    """The ``data`` block of the ``iq`` loader."""
-    d = ml_collections.ConfigDict()
-    d.name = "iq"
-    d.path = config_dict.placeholder(str)  # capture folders, files or globs, comma-separated
-    d.device_pattern = config_dict.placeholder(str)  # regex on the file stem, group 'device'; unset = the stem
-    d.normal_devices = ()  # devices whose active frames are normal (required)
-    d.anomaly_devices = ()  # devices scored as anomalies; empty = every other device
-    d.frame_length = 256  # FFT length of a frame (samples)
-    d.hop = 128  # samples between frame starts
-    d.window = "hann"  # scipy.signal.get_window name
-    d.db = True  # features in dB above the capture's noise floor (False: amplitude over its root)
-    d.floor_db = -10.0  # dB values below this are clipped (noise speckle)
-    d.sample_rate = 1e6  # Hz; only labels the frequency axis (headerless captures do not record it)
-    d.active_db = 10.0  # a frame this many dB above the noise floor is a transmission
-    d.idle_db = 6.0  # below this it is idle noise
-    d.idle_noise = True  # train on the idle frames of the normal devices too
-    d.dc_guard = 2  # bins either side of DC left out of the activity measure
-    d.block = 16  # frames per time block of the train/test split of normal captures
-    d.test_fraction = 0.25  # share of each normal capture's blocks held out for the test split
-    d.max_frames_per_device = 1000  # cap per capture and split (0 = all)
-    d.split_seed = 0  # seed of the block split and the caps
-    return d
+DEFAULTS = {  # the loader's data.* keys (beside data.name, root, path, val_fraction, scaling, limit)
+    "device_pattern": placeholder(str),  # regex on the file stem, group 'device'; unset = the stem
+    "normal_devices": (),  # devices whose active frames are normal (required)
+    "anomaly_devices": (),  # devices scored as anomalies; empty = every other device
+    "frame_length": 256,  # FFT length of a frame (samples)
+    "hop": 128,  # samples between frame starts
+    "window": "hann",  # scipy.signal.get_window name
+    "db": True,  # features in dB above the capture's noise floor (False: amplitude over its root)
+    "floor_db": -10.0,  # dB values below this are clipped (noise speckle)
+    "sample_rate": 1e6,  # Hz; only labels the frequency axis (headerless captures do not record it)
+    "active_db": 10.0,  # a frame this many dB above the noise floor is a transmission
+    "idle_db": 6.0,  # below this it is idle noise
+    "idle_noise": True,  # train on the idle frames of the normal devices too
+    "dc_guard": 2,  # bins either side of DC left out of the activity measure
+    "block": 16,  # frames per time block of the train/test split of normal captures
+    "test_fraction": 0.25,  # share of each normal capture's blocks held out for the test split
+    "max_frames_per_device": 1000,  # cap per capture and split (0 = all)
+    "split_seed": 0,  # seed of the block split and the caps
+}
 
 
 def load(cfg) -> Dataset:
+    cfg = with_defaults(cfg, DEFAULTS)
     if not cfg.get("path"):
         raise InputError("config key data.path: the iq loader needs the folder(s) of captures")
     if not cfg.get("normal_devices"):

@@ -18,11 +18,10 @@ from __future__ import annotations
 import re
 import sys
 
-import ml_collections
 import numpy as np
-from ml_collections import config_dict
+from ml_collections.config_dict import placeholder
 
-from research.data import Dataset
+from research.data import Dataset, with_defaults
 from research.data.fsdd import SAMPLE_RATE, amplitude_spectrum, check_bins, frequencies, read_wav
 from research.data.sources import describe, expand
 from research.errors import InputError
@@ -30,21 +29,17 @@ from research.errors import InputError
 FSDD_PATTERN = r"(?P<label>\d+)_(?P<group>[A-Za-z]+)_\d+"
 
 
-def defaults() -> ml_collections.ConfigDict:
-    """The ``data`` block of the ``wav`` loader."""
-    d = ml_collections.ConfigDict()
-    d.name = "wav"
-    d.path = config_dict.placeholder(str)  # WAV folders, files or globs, comma-separated
-    d.test_path = config_dict.placeholder(str)  # WAVs of the test split; unset = split data.path
-    d.pattern = FSDD_PATTERN  # regex on the file stem: group 'label' (required) and 'group' (optional)
-    d.normal_labels = ("6",)  # labels of normal recordings (the FSDD example: the spoken digit six)
-    d.test_groups = ()  # values of the 'group' match kept whole for the test split (e.g. held-out speakers)
-    d.test_fraction = 0.2  # without test_groups/test_path: share of the normal recordings held out for test
-    d.split_seed = 0  # seed of that hold-out
-    d.sample_rate = SAMPLE_RATE  # Hz every file must have (others are skipped and reported)
-    d.n_fft = 8192  # samples per recording (zero-padded or cropped) before the FFT
-    d.n_bins = 128  # frequency bins the n_fft/2 amplitudes are averaged into
-    return d
+DEFAULTS = {  # the loader's data.* keys (beside data.name, root, path, val_fraction, scaling, limit)
+    "test_path": placeholder(str),  # WAVs of the test split; unset = split data.path
+    "pattern": FSDD_PATTERN,  # regex on the file stem: group 'label' (required) and 'group' (optional)
+    "normal_labels": ("6",),  # labels of normal recordings (the FSDD example: the spoken digit six)
+    "test_groups": (),  # values of the 'group' match kept whole for the test split (e.g. held-out speakers)
+    "test_fraction": 0.2,  # without test_groups/test_path: share of the normal recordings held out for test
+    "split_seed": 0,  # seed of that hold-out
+    "sample_rate": SAMPLE_RATE,  # Hz every file must have (others are skipped and reported)
+    "n_fft": 8192,  # samples per recording (zero-padded or cropped) before the FFT
+    "n_bins": 128,  # frequency bins the n_fft/2 amplitudes are averaged into
+}
 
 
 def _compile(pattern: str):
@@ -94,6 +89,7 @@ def _normal(records, normal_labels) -> np.ndarray:
 
 
 def load(cfg) -> Dataset:
+    cfg = with_defaults(cfg, DEFAULTS)
     if not cfg.get("path"):
         raise InputError("config key data.path: the wav loader needs the folder(s) of WAV files")
     check_bins(int(cfg.get("n_fft", 8192)), int(cfg.get("n_bins", 128)))
