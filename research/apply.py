@@ -180,14 +180,16 @@ class Run:
                 ds.test_labels = np.concatenate([np.zeros(n_train, np.int32), ds.test_labels])
         return ds, config
 
-    def score_data(self, overrides: dict | None = None, name: str | None = None, split: str = "test",
+    def score_data(self, overrides: dict | None = None, name: str | None = None, split: str | None = None,
                    refit_threshold: bool = False, log=print) -> dict:
         """Reads data with the run's loader (``overrides`` change data keys, e.g. ``data.path``), scores
-        ``split`` ('test': the loader's test split, as the run scored it; 'all': every sample the loader
-        reads, through its ``data.score_only`` mode where it has one, else the training rows then the test
+        ``split`` ('test', the default without ``data.path``: the loader's test split, as the run scored it;
+        'all', the default with it: every sample the loader reads, through its ``data.score_only`` mode where it has one, else the training rows then the test
         rows) and writes ``<run>/scores/<name>/``; returns the summary written to
         ``scoring.json``. The run's threshold flags the samples; ``refit_threshold`` fits the run's rule
         (method, k, percentile) to the new scores of the rows labelled normal (all rows without labels)."""
+        if split is None:
+            split = "all" if "data.path" in (overrides or {}) else "test"
         ds, config = self.read(overrides, split)
         self.check_shape(ds.test["x"], _source(config))
         data = {k: v for k, v in ds.test.items() if k in ("x", "mask", "weights")}

@@ -48,8 +48,6 @@ def parse(argv: list[str]) -> dict:
             _fail(f"--{key}: unknown option\n{USAGE}")
     if not opts["run"]:
         _fail(f"--run=RUN_DIR is required\n{USAGE}")
-    if opts["split"] is None:
-        opts["split"] = "all" if "data.path" in opts["overrides"] else "test"
     return opts
 
 
