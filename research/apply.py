@@ -40,8 +40,16 @@ def _read_json(path: pathlib.Path) -> dict:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _restore(directory: pathlib.Path, like) -> Any:
-    """The newest checkpoint in ``directory`` restored like ``like``, read-only; any failure is one line."""
+def _shapes(tree) -> dict[str, tuple]:
+    import jax
+
+    return {jax.tree_util.keystr(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(leaf, "shape")}
+
+
+def _restore(directory: pathlib.Path, like, params_of=lambda tree: tree) -> Any:
+    """The newest checkpoint in ``directory`` restored like ``like``, read-only; a parameter whose stored
+    shape differs from the model's, or any other failure, is one line."""
     if not directory.is_dir():
         raise InputError(f"{directory}: no checkpoint (the run did not finish, or was trained elsewhere)")
     abstract = jax_tree_abstract(like)
@@ -53,6 +61,13 @@ def _restore(directory: pathlib.Path, like) -> Any:
             step = m.latest_step()
             if step is None:
                 raise InputError(f"{directory}: no checkpoint (the run did not finish, or was trained elsewhere)")
+            stored = ocp.StandardCheckpointer().metadata(directory.absolute() / str(step) / "default")
+            stored = _shapes(params_of(getattr(stored, "item_metadata", stored)))
+            for name, shape in _shapes(params_of(abstract)).items():
+                if name in stored and stored[name] != shape:
+                    raise InputError(f"{directory}: parameter {name} is stored with shape {stored[name]}, the model "
+                                     f"rebuilt from the run's config and preprocessing.npz needs {shape}; the run "
+                                     "directory's files do not belong together")
             return m.restore(step, args=ocp.args.StandardRestore(abstract))
     except InputError:
         raise
@@ -306,7 +321,8 @@ def load_run(path) -> Run:
     if tc.use_best:
         params = _restore(path / "checkpoints" / "best", like.best_params)
     else:
-        params = _restore(path / "checkpoints" / "latest", like).params
+        params = _restore(path / "checkpoints" / "latest", like,
+                          lambda t: t.params if hasattr(t, "params") else t["params"]).params
     return Run(path=path, config=config, trainer=trainer, params=params, scaler=scaler,
                threshold=float(metrics["threshold"]["value"]), sample_shape=sample_shape, axis=axis,
                metrics=metrics)

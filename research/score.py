@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         run.score_data(opts["overrides"], name=opts["name"], split=opts["split"],
                        refit_threshold=opts["refit_threshold"])
     except InputError as exc:
-        _fail(str(exc))
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)  # at once: orbax's background threads would print their shutdown noise
 
 
 if __name__ == "__main__":

@@ -142,6 +142,28 @@ def test_cli_missing_new_data_is_one_line(arrays_run, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'none.csv'}: no such file or folder"
 
 
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_broken_run_directories_are_one_line_not_an_orbax_traceback(arrays_run, tmp_path):
+    shapes = tmp_path / "shapes"
+    shutil.copytree(arrays_run, shapes, ignore=shutil.ignore_patterns("scores"))
+    pre = dict(np.load(shapes / "preprocessing.npz"))
+    np.savez(shapes / "preprocessing.npz", **{**pre, "sample_shape": np.array([130])})
+    proc = _score_cli(f"--run={shapes}")
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {shapes}/checkpoints/best: parameter ['params']['Dense_0']['kernel'] is stored with shape "
+        "(1, 140, 64), the model rebuilt from the run's config and preprocessing.npz needs (1, 130, 64); the run "
+        "directory's files do not belong together\n")
+    cut = tmp_path / "cut"
+    shutil.copytree(arrays_run, cut, ignore=shutil.ignore_patterns("scores"))
+    for f in (cut / "checkpoints" / "best").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[:20])
+    proc = _score_cli(f"--run={cut}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {cut}/checkpoints/best: cannot restore the parameters (")
+
+
 # ---- SDSS: held-out split, regions, and spectra ingested on their own grid ----------------------------
 
 @pytest.fixture(scope="module")
