@@ -145,23 +145,17 @@ class Run:
         """Anomalous regions of spectra ``x`` (on the run's grid, ``self.axis``; or a split dict from
         :meth:`read`) by the run's detector (``config.regions``, keys overridable here): a
         :class:`research.regions.Regions` (``.scores``, ``.flags``, ``.regions_of(i)``)."""
-        from research.analyses.sdss_regions import DETECTOR_KEYS, check
-        from research.regions import detect, uses_ivar
-        from research.residuals import preprocess
+        from research.analyses.sdss_regions import find_regions
 
         if isinstance(x, dict):
             x, mask, ivar = x["x"], x.get("mask", mask), x.get("ivar", ivar)
         x = np.asarray(x, np.float32).reshape(-1, *self.sample_shape)
         mask = np.ones(x.shape, bool) if mask is None else np.asarray(mask, bool).reshape(x.shape)
-        cfg = {**dict(self.config.get("regions") or {}), **overrides}
-        method = check(ml_collections.ConfigDict({"regions": cfg}))
-        recon = self.reconstruct(x, mask)
-        ivar = None if ivar is None or not uses_ivar(method, cfg.get("noise_units")) else np.asarray(ivar)
-        recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
-                                 int(cfg.get("noise_width") or 0))
-        params = {k: cfg[k] for k in DETECTOR_KEYS[method] if cfg.get(k) is not None}
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        for key, value in overrides.items():
+            set_key(config, f"regions.{key}", value)
         axis = self.axis if self.axis is not None else np.arange(x.shape[1], dtype=np.float64)
-        return detect(x, recon, mask, axis, method=method, ivar=ivar, **params)
+        return find_regions(config, x, self.reconstruct(x, mask), mask, ivar, axis)[0]
 
     # ---- new data through the run's own loader ----------------------------------------------
     def data_config(self, overrides: dict | None = None) -> ml_collections.ConfigDict:

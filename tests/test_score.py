@@ -191,6 +191,11 @@ def test_sdss_held_out_split_scores_and_regions_reproduced(sdss_run):
     assert ours == theirs
     assert len(list((out / "plots" / "spectra").glob("spectrum_*.png"))) == 3
     assert _hashes(sdss_run) == before
+    run = research.load_run(sdss_run)  # the notebook API finds the same regions
+    held_out, _ = run.read(split="test")
+    regions = run.regions(held_out.test)
+    assert [held_out.test_ids[i] for i in np.flatnonzero(regions.flags)] == [f["id"] for f in theirs["flagged"]]
+    assert [regions.regions_of(i) for i in np.flatnonzero(regions.flags)] == [f["regions"] for f in theirs["flagged"]]
 
 
 @pytest.mark.slow
