@@ -296,6 +296,9 @@ def load_run(path) -> Run:
     if not path.is_dir():
         raise InputError(f"{path}: no such run directory")
     config = ml_collections.ConfigDict(_read_json(path / "config.json"))
+    if config.get("runner", "reconstruction") != "reconstruction" or "classes" in config.data:
+        raise InputError(f"{path}: a one-class benchmark run (a model per class); research.score applies runs "
+                         "of one model (or ensemble) trained on one dataset")
     metrics = _read_json(path / "metrics.json")
     if "threshold" not in metrics:
         raise InputError(f"{path / 'metrics.json'}: no threshold; the run stopped before scoring (resume it first)")
