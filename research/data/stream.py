@@ -1,0 +1,88 @@
+"""grain loaders over shards: seeded shuffled training batches, sequential evaluation batches.
+
+Training order is the in-memory trainer's: epoch ``e`` of seed ``s`` takes the permutation
+:func:`research.training.epoch_keys` gives, cut into global batches. Each JAX process reads only
+its part (``ShardByJaxProcess``: process ``p`` of ``P`` takes every ``P``-th index), and the
+processes' local batches together are exactly that global batch. One loader per epoch; its
+iterator state (how far it got) goes into the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain.python as grain
+import jax
+import numpy as np
+
+from research.data.sdss import fill_gaps, noise_weights
+from research.training import epoch_keys
+
+
+class EpochSampler:
+    """grain sampler: global index ``i`` of epoch ``epoch`` -> record ``order[i]`` (``order`` is the epoch's
+    permutation cut to whole batches)."""
+
+    def __init__(self, order: np.ndarray, epoch: int):
+        self.order, self.epoch = np.asarray(order, np.int64), int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        if not 0 <= index < len(self.order):
+            raise IndexError(f"index {index} outside epoch of {len(self.order)}")
+        return grain.RecordMetadata(index=index, record_key=int(self.order[index]))
+
+    def __repr__(self) -> str:  # grain checks it when restoring an iterator state
+        return f"EpochSampler(epoch={self.epoch}, n={len(self.order)})"
+
+
+def epoch_order(seed: int, epoch: int, n: int, batch_size: int) -> np.ndarray:
+    """The in-memory trainer's order of epoch ``epoch``: the first ``(n // batch_size) * batch_size`` of
+    its permutation (computed on the host CPU)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        perm_key, _ = epoch_keys(np.uint32(seed), epoch, 1)
+        return np.asarray(jax.random.permutation(perm_key, n))[: (n // batch_size) * batch_size]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepare(grain.MapTransform):
+    """One record -> the model's sample: flux with masked pixels filled (``fill_masked``), the mask,
+    and the clipped per-spectrum noise weights (``weight_clip``, None = no weights), as the in-memory
+    loader (:mod:`research.data.sdss`) makes them."""
+
+    fill_masked: bool = True
+    weight_clip: float | None = 10.0
+    keep: tuple[str, ...] = ()
+
+    def map(self, record: dict) -> dict:
+        flux, mask = record["flux"][None], record["mask"][None]
+        out = {"x": fill_gaps(flux, mask)[0] if self.fill_masked else record["flux"], "mask": record["mask"]}
+        if self.weight_clip is not None:
+            out["weights"] = noise_weights(record["ivar"][None], mask, self.weight_clip)[0]
+        out.update({k: record[k] for k in self.keep})
+        return out
+
+
+def _process_sharding() -> grain.ShardOptions:
+    return grain.ShardByJaxProcess(drop_remainder=False)
+
+
+def train_loader(source, prepare: Prepare, *, seed: int, epoch: int, batch_size: int, workers: int = 0,
+                 buffer: int = 2) -> grain.DataLoader:
+    """Epoch ``epoch``'s batches for this process: ``batch_size / process_count`` rows of each global batch."""
+    procs = jax.process_count()
+    sampler = EpochSampler(epoch_order(seed, epoch, len(source), batch_size), epoch)
+    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=_process_sharding(),
+                            operations=[prepare, grain.Batch(batch_size // procs, drop_remainder=True)],
+                            worker_count=workers, worker_buffer_size=buffer)
+
+
+def eval_loader(source, prepare: Prepare, *, batch_size: int, workers: int = 0) -> grain.DataLoader:
+    """All rows of ``source`` once, in order, ``batch_size / process_count`` per process per batch (the last
+    batch may be short)."""
+    sampler = grain.SequentialSampler(len(source))
+    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=_process_sharding(),
+                            operations=[prepare, grain.Batch(batch_size // jax.process_count(), drop_remainder=False)],
+                            worker_count=workers)
