@@ -77,6 +77,9 @@ def _fmt(metrics: dict) -> str:
 def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dict:
     """Runs one experiment; returns the summary that is also written to ``metrics.json``."""
     config = resolve(config)
+    if config.data.get("format", "memory") == "sharded":
+        from research import stream_run
+        return stream_run.run(config, should_stop=should_stop, log=log)
     scoring.check_normalizer(config.score.normalize)
     scoring.check_threshold(config.threshold)
     check_analyses(config)

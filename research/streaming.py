@@ -181,4 +181,6 @@ def fit_stream(st: StreamingTrainer, state: TrainState, train_source, val_source
             ckpt.save(state, iterator)
         if stopping and epoch_done < epochs:
             return state, False
+    if ckpt is not None and iterator is not None:
+        ckpt.save(state, iterator)
     return state, True
