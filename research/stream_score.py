@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import pathlib
+
 import jax
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,7 @@ from research import scoring
 from research.data import stream
 from research.regions import detect
 from research.residuals import preprocess
+from research.streaming import eval_pieces, pad_batch
 
 
 def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "none"):
@@ -29,14 +31,14 @@ def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "
     ``batch`` holds the prepared arrays plus ``index`` (catalogue row) and ``ivar`` when ``prepare``
     keeps them."""
     per_proc = trainer.eval_batch_size // jax.process_count()
-    pieces = -(-(-(-len(source) // jax.process_count())) // per_proc)
+    pieces = eval_pieces(len(source), per_proc)
     it = iter(stream.eval_loader(source, prepare, batch_size=trainer.eval_batch_size))
     sharding = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec("data"))
     like, lo = None, jax.process_index() * per_proc
     for _ in range(pieces):
         batch = next(it, None)
         like = like or {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
-        local, ok = _pad(batch, per_proc, like)
+        local, ok = pad_batch(batch, per_proc, like)
         model_in = {k: local[k] for k in ("x", "mask", "weights") if k in local}
         data = {k: jax.make_array_from_process_local_data(sharding, v, (per_proc * jax.process_count(), *v.shape[1:]))
                 for k, v in model_in.items()}
@@ -46,15 +48,6 @@ def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "
         rows = {k: v[ok] for k, v in local.items()}
         score, spread = scoring.ensemble_scores(scoring.normalize(err, rows["x"], normalize))
         yield rows, recon.mean(0), score, spread
-
-
-def _pad(batch, rows, like):
-    n = 0 if batch is None else len(next(iter(batch.values())))
-    out = {k: np.zeros((rows, *shape), dtype) for k, (shape, dtype) in like.items()}
-    for k in out:
-        if n:
-            out[k][:n] = batch[k]
-    return out, np.arange(rows) < n
 
 
 def fit_scores(trainer, params, source, prepare, normalize: str) -> np.ndarray:

@@ -74,7 +74,7 @@ class StreamingTrainer:
         """Streams the validation rows in padded pieces (padding masked out), then ends the epoch;
         returns the state and each member's validation loss."""
         per_proc = self.trainer.eval_batch_size // jax.process_count()
-        pieces = -(-(-(-n_rows // jax.process_count())) // per_proc)
+        pieces = eval_pieces(n_rows, per_proc)
         total = count = like = None
         it = iter(loader)
         for _ in range(pieces):
@@ -85,6 +85,11 @@ class StreamingTrainer:
             total, count = (t, c) if total is None else (total + t, count + c)
         val_loss = np.asarray(jax.device_get(total)) / np.maximum(np.asarray(jax.device_get(count)), 1)
         return self._end(state, total, count), val_loss
+
+
+def eval_pieces(n_rows: int, per_process: int) -> int:
+    """Evaluation batches every process runs: enough for the process with the most rows."""
+    return -(-(-(-n_rows // jax.process_count())) // per_process)
 
 
 def pad_batch(batch: dict | None, rows: int, like: dict) -> tuple[dict, np.ndarray]:
