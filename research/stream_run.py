@@ -18,6 +18,7 @@ import sys
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from research import scoring, stream_score
@@ -168,6 +169,8 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
     result = stream_score.score_split(trainer, params, ds.source(rows["test"]), test_prepare, out, threshold=thr,
                                       normalize=normalize, ids=ids, labels=rows["labels"], axis=axis,
                                       regions_cfg=rcfg, top_n=top_n)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("scores written")  # every process's parts are on disk
     table = stream_score.read_parts(out, columns=["index", "score", "label"])
     labels, scores = table.column("label").to_numpy(), table.column("score").to_numpy()
     summary = {
@@ -195,7 +198,7 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
             rows["test"], min(sample_n, len(rows["test"])), replace=False)) if sample_n else np.zeros(0, np.int64)
         chosen = np.asarray(sorted(set(result["top"]) | set(sample.tolist())), np.int64)
         summary["regions"]["sampled_ids"] = [str(ids[i]) for i in sample]
-        if config.plots.enabled and lead and len(chosen):
+        if config.plots.enabled and len(chosen):  # every process predicts (collective) and plots its own rows
             summary["regions"]["figures"] = figures(trainer, params, ds, chosen, test_prepare, thr, rcfg, axis, ids,
                                                     rundir, normalize)
     summary["seconds_total"] = round(time.time() - t_start, 2)

@@ -14,6 +14,7 @@ import heapq
 import pathlib
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,8 +52,18 @@ def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "
 
 
 def fit_scores(trainer, params, source, prepare, normalize: str) -> np.ndarray:
-    """Every score of a split (for the threshold): 8 bytes per spectrum, the arrays never kept."""
-    return np.concatenate([s for _, _, s, _ in batches(trainer, params, source, prepare, normalize)] or [[]])
+    """Every score of a split, from all processes (for the threshold): 8 bytes per spectrum, the
+    arrays never kept."""
+    per_proc = trainer.eval_batch_size // jax.process_count()
+    out = []
+    for _, _, score, _ in batches(trainer, params, source, prepare, normalize):
+        if jax.process_count() > 1:
+            padded = np.full(per_proc, np.nan)
+            padded[: len(score)] = score
+            score = multihost_utils.process_allgather(padded, tiled=True)
+            score = score[np.isfinite(score)]
+        out.append(score)
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 class PartWriter:

@@ -102,3 +102,21 @@ def test_ensembles_in_chunks_share_the_stream(ds, reference):
     for a, b in zip(leaves(single.params), leaves(ens.params)):
         assert np.array_equal(a[0], b[0]) and b.shape[0] == 2
     assert not np.allclose(leaves(ens.params)[0][0], leaves(ens.params)[0][1])
+
+
+def test_processes_read_disjoint_blocks_that_make_the_global_batch(ds):
+    """Two processes' loaders (as ShardByJaxProcess would give them): each reads only its own half
+    of every batch, and the halves in process order are the single-process batch."""
+    import grain.python as grain
+
+    keep = stream.Prepare(fill_masked=False, weight_clip=None, keep=("index",))
+    src = ds.source(TRAIN)
+    rows = [[b["index"] for b in stream.train_loader(src, keep, seed=0, epoch=1, batch_size=BATCH,
+                                                     shard=grain.ShardOptions(p, 2))] for p in range(2)]
+    single = [b["index"] for b in stream.train_loader(src, keep, seed=0, epoch=1, batch_size=BATCH)]
+    order = TRAIN[stream.epoch_order(0, 1, len(TRAIN), BATCH)]
+    assert len(single) == len(rows[0]) == len(rows[1]) == len(TRAIN) // BATCH
+    assert not set(np.concatenate(rows[0])) & set(np.concatenate(rows[1]))
+    for b, (a, c) in enumerate(zip(*rows)):
+        assert len(a) == len(c) == BATCH // 2
+        assert list(np.concatenate([a, c])) == list(single[b]) == list(order[b * BATCH:(b + 1) * BATCH])

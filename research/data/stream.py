@@ -2,8 +2,8 @@
 
 Training order is the in-memory trainer's: epoch ``e`` of seed ``s`` takes the permutation
 :func:`research.training.epoch_keys` gives, cut into global batches. Each JAX process reads only
-its part (``ShardByJaxProcess``: process ``p`` of ``P`` takes every ``P``-th index), and the
-processes' local batches together are exactly that global batch. One loader per epoch; its
+its part (``ShardByJaxProcess``: process ``p`` of ``P`` reads block ``p`` of every global batch), and
+the processes' blocks in process order are exactly that global batch. One loader per epoch; its
 iterator state (how far it got) goes into the checkpoint.
 """
 
@@ -20,22 +20,30 @@ from research.training import epoch_keys
 
 
 class EpochSampler:
-    """grain sampler: global index ``i`` of epoch ``epoch`` -> record ``order[i]`` (``order`` is the epoch's
-    permutation cut to whole batches)."""
+    """grain sampler of one process: its ``i``-th record is row ``i % b`` of its block of global batch
+    ``i // b`` (``b = batch_size / shard_count``; process ``p`` holds rows ``p*b .. (p+1)*b - 1``), taken
+    from ``order``, the epoch's permutation cut to whole batches. Stacked in process order, the blocks
+    are the global batch in the single-process order."""
 
-    def __init__(self, order: np.ndarray, epoch: int):
-        self.order, self.epoch = np.asarray(order, np.int64), int(epoch)
+    def __init__(self, order: np.ndarray, epoch: int, batch_size: int, shard: grain.ShardOptions):
+        if batch_size % shard.shard_count:
+            raise ValueError(f"batch size {batch_size} does not divide over {shard.shard_count} processes")
+        self.order, self.epoch, self.batch_size = np.asarray(order, np.int64), int(epoch), int(batch_size)
+        self.block, self.shard = batch_size // shard.shard_count, shard
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.order) // self.shard.shard_count
 
     def __getitem__(self, index: int) -> grain.RecordMetadata:
-        if not 0 <= index < len(self.order):
-            raise IndexError(f"index {index} outside epoch of {len(self.order)}")
-        return grain.RecordMetadata(index=index, record_key=int(self.order[index]))
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} outside this process's {len(self)} records of the epoch")
+        step, row = divmod(index, self.block)
+        key = self.order[step * self.batch_size + self.shard.shard_index * self.block + row]
+        return grain.RecordMetadata(index=index, record_key=int(key))
 
     def __repr__(self) -> str:  # grain checks it when restoring an iterator state
-        return f"EpochSampler(epoch={self.epoch}, n={len(self.order)})"
+        return (f"EpochSampler(epoch={self.epoch}, n={len(self.order)}, batch={self.batch_size}, "
+                f"process={self.shard.shard_index}/{self.shard.shard_count})")
 
 
 def epoch_order(seed: int, epoch: int, n: int, batch_size: int) -> np.ndarray:
@@ -70,12 +78,13 @@ def _process_sharding() -> grain.ShardOptions:
 
 
 def train_loader(source, prepare: Prepare, *, seed: int, epoch: int, batch_size: int, workers: int = 0,
-                 buffer: int = 2) -> grain.DataLoader:
-    """Epoch ``epoch``'s batches for this process: ``batch_size / process_count`` rows of each global batch."""
-    procs = jax.process_count()
-    sampler = EpochSampler(epoch_order(seed, epoch, len(source), batch_size), epoch)
-    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=_process_sharding(),
-                            operations=[prepare, grain.Batch(batch_size // procs, drop_remainder=True)],
+                 buffer: int = 2, shard: grain.ShardOptions | None = None) -> grain.DataLoader:
+    """Epoch ``epoch``'s batches for this process (``shard``, default ``ShardByJaxProcess``): its
+    ``batch_size / process_count`` rows of each global batch, read from the shards by this process only."""
+    shard = shard or _process_sharding()
+    sampler = EpochSampler(epoch_order(seed, epoch, len(source), batch_size), epoch, batch_size, shard)
+    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=grain.NoSharding(),
+                            operations=[prepare, grain.Batch(sampler.block, drop_remainder=True)],
                             worker_count=workers, worker_buffer_size=buffer)
 
 
