@@ -140,7 +140,7 @@ def stage_score(args) -> dict:
     t = time.perf_counter()
     result = stream_score.score_split(trainer, params, ds.source(), prep, pathlib.Path(args.out), threshold=thr,
                                       normalize="none", ids=ds.column("id"), labels=None, axis=10 ** ds.loglam,
-                                      regions_cfg={"method": "window"}, top_n=10)
+                                      regions_cfg={"method": "window"})
     return {"items": result["n"], "seconds": time.perf_counter() - t, "regions": result["n_regions"]}
 
 

@@ -5,8 +5,8 @@ a merged shard folder (``python -m data_prep.sdss --format shards``). The splits
 catalogue alone (as :mod:`research.data.sdss` makes them: ``train_classes``, ``holdout_fraction`` or
 ``n_folds``/``fold``, then ``data.val_fraction``), training is :func:`research.streaming.fit_stream`,
 and scoring is :func:`research.stream_score.score_split`. Writes ``config.json``, ``run.json``,
-``log.jsonl``, ``metrics.json``, ``scores/*.parquet`` + ``regions/*.parquet`` (train scores under
-``scores_train/``), and figures of the ``regions.top_n`` highest scores and a seeded sample of
+``log.jsonl``, ``metrics.json``, ``scores/scores-*.parquet`` and ``scores/regions-*.parquet`` (each
+process its own rows), and figures of the ``regions.top_n`` highest scores and a seeded sample of
 ``regions.sample_n`` test spectra.
 """
 
@@ -168,16 +168,18 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
     top_n = int(regions_cfg.get("top_n", 10)) if rcfg is not None else 0
     result = stream_score.score_split(trainer, params, ds.source(rows["test"]), test_prepare, out, threshold=thr,
                                       normalize=normalize, ids=ids, labels=rows["labels"], axis=axis,
-                                      regions_cfg=rcfg, top_n=top_n)
+                                      regions_cfg=rcfg)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("scores written")  # every process's parts are on disk
-    table = stream_score.read_parts(out, columns=["index", "score", "label"])
+    table = stream_score.read_parts(out, columns=["index", "score", "flag", "label"]
+                                    + (["region_flag", "n_regions"] if rcfg is not None else []))
     labels, scores = table.column("label").to_numpy(), table.column("score").to_numpy()
+    index = table.column("index").to_numpy()
     summary = {
         "experiment": config.experiment, "run_dir": str(rundir.path), "format": "sharded",
         "threshold": {"value": thr, "method": th.method, "fit_on": th.fit_on, "k": th.k, "percentile": th.percentile,
                       "exact": True, "n_fit": int(len(fit))},
-        "n_flagged": result["n_flagged"], "n_test": result["n"],
+        "n_flagged": int(table.column("flag").to_numpy().sum()), "n_test": table.num_rows,
         "mean_error": {th.fit_on: float(fit.mean()), "test": float(scores.mean())},
         "train": {"epochs": int(np.asarray(state.epoch)[0]), "seconds": round(train_seconds, 2),
                   "final_train_loss": history[-1]["train_loss"] if history else None,
@@ -191,12 +193,14 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
     if len(np.unique(labels)) == 2:
         summary["test"] = classification_metrics(labels, scores, thr)
     if rcfg is not None:
-        summary["regions"] = {"n_spectra": result["n"], "n_flagged": result["n_region_flagged"],
-                              "n_regions": result["n_regions"], "top": [str(ids[i]) for i in result["top"]]}
+        top = index[np.lexsort((index, -scores))[:top_n]]  # highest scores, ties by catalogue row
+        summary["regions"] = {"n_spectra": table.num_rows, "n_flagged": int(table.column("region_flag").to_numpy().sum()),
+                              "n_regions": int(table.column("n_regions").to_numpy().sum()),
+                              "top": [str(ids[i]) for i in top]}
         sample_n = int(regions_cfg.get("sample_n") or 0)
         sample = np.sort(np.random.default_rng(int(regions_cfg.get("seed", 0))).choice(
             rows["test"], min(sample_n, len(rows["test"])), replace=False)) if sample_n else np.zeros(0, np.int64)
-        chosen = np.asarray(sorted(set(result["top"]) | set(sample.tolist())), np.int64)
+        chosen = np.asarray(sorted(set(top.tolist()) | set(sample.tolist())), np.int64)
         summary["regions"]["sampled_ids"] = [str(ids[i]) for i in sample]
         if config.plots.enabled and len(chosen):  # every process predicts (collective) and plots its own rows
             summary["regions"]["figures"] = figures(trainer, params, ds, chosen, test_prepare, thr, rcfg, axis, ids,

@@ -10,7 +10,6 @@ batch, whatever the number of spectra. Only the scalar scores of the threshold's
 
 from __future__ import annotations
 
-import heapq
 import pathlib
 
 import jax
@@ -94,14 +93,13 @@ class PartWriter:
 
 
 def score_split(trainer, params, source, prepare, out_dir, *, threshold: float, normalize: str, ids, labels,
-                axis, regions_cfg: dict | None, top_n: int, part_rows: int = 65536) -> dict:
+                axis, regions_cfg: dict | None, part_rows: int = 65536) -> dict:
     """One pass over ``source``: scores, flags and regions into Parquet parts; returns the summary.
 
-    ``ids``/``labels`` are indexed by catalogue row; the ``top_n`` highest scores are kept in a heap.
+    ``ids``/``labels`` are indexed by catalogue row. Counts are this process's rows.
     ``regions_cfg``: the detector's keyword arguments (with ``method``), or None for no regions."""
     scores = PartWriter(out_dir, "scores", part_rows)
     region_parts = PartWriter(out_dir, "regions", part_rows)
-    top: list[tuple[float, int]] = []
     n = n_flag = n_regions = n_region_flag = 0
     for rows, recon, score, spread in batches(trainer, params, source, prepare, normalize):
         index = rows["index"]
@@ -125,18 +123,12 @@ def score_split(trainer, params, source, prepare, out_dir, *, threshold: float, 
             n_regions += len(regions.start)
             n_region_flag += int(regions.flags.sum())
         scores.write(cols)
-        for s, i in zip(score, index):
-            item = (float(s), -int(i))
-            if len(top) < top_n:
-                heapq.heappush(top, item)
-            elif top_n and item > top[0]:
-                heapq.heapreplace(top, item)
         n += len(index)
         n_flag += int(flags.sum())
     scores.close()
     region_parts.close()
     return {"n": n, "n_flagged": n_flag, "n_regions": n_regions, "n_region_flagged": n_region_flag,
-            "top": [-i for _, i in sorted(top, reverse=True)], "score_files": scores.files,
+            "score_files": scores.files,
             "region_files": region_parts.files}
 
 

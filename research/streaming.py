@@ -88,8 +88,8 @@ class StreamingTrainer:
 
 
 def eval_pieces(n_rows: int, per_process: int) -> int:
-    """Evaluation batches every process runs: enough for the process with the most rows."""
-    return -(-(-(-n_rows // jax.process_count())) // per_process)
+    """Evaluation batches every process runs (:func:`research.data.stream.eval_loader`'s global batches)."""
+    return -(-n_rows // (per_process * jax.process_count()))
 
 
 def pad_batch(batch: dict | None, rows: int, like: dict) -> tuple[dict, np.ndarray]:

@@ -93,3 +93,50 @@ def test_sharded_splits_are_the_in_memory_splits(data_dir, tmp_path):
     ids = sh.column("id")
     assert [ids[i] for i in rows["test"]] == ds.test_ids
     assert list(rows["labels"][rows["test"]]) == list(ds.test_labels)
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_own_rows_and_equal_one_process(data_dir, tmp_path):
+    """Two JAX processes (gloo on CPU) run the sharded path: each reads its block of every batch, and
+    the run ends where the single-process run ends (to all-reduce rounding), with the same scores."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from run_state import final_state, max_abs_difference
+
+    sdss_shards.ingest_task(data_dir / "sdss", tmp_path / "s", wave_range=WAVE)
+    shards.merge(tmp_path / "s")
+    args = [sys.executable, "-m", "research.train", "--config=experiments/sdss_cnn_skip.py", "--config.smoke=True",
+            "--config.data.format=sharded", f"--config.data.path={tmp_path / 's'}", "--config.model.features=(4, 8)",
+            "--config.model.latent_dim=8", "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+            "--config.plots.enabled=False", f"--config.run.root={tmp_path / 'runs'}"]
+    base = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    base.pop("XLA_FLAGS", None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        coordinator = f"127.0.0.1:{s.getsockname()[1]}"
+    procs = [subprocess.Popen(args + ["--config.run.name=two"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=dict(base, JAX_COORDINATOR_ADDRESS=coordinator, JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i))) for i in range(2)]
+    try:
+        single = subprocess.run(args + ["--config.run.name=one"], cwd=REPO, env=base, capture_output=True,
+                                text=True, timeout=600)
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    runs = tmp_path / "runs" / "sdss_cnn_skip"
+    assert json.loads((runs / "two" / "run.json").read_text())["process_count"] == 2
+    one, two = final_state(runs / "one", "state"), final_state(runs / "two", "state")
+    assert one["step"].tolist() == two["step"].tolist() and max_abs_difference(one["params"], two["params"]) <= 1e-5
+    a, b = (stream_score.read_parts(runs / n / "scores") for n in ("one", "two"))
+    assert len({f.name.split("-")[1] for f in (runs / "two" / "scores").glob("scores-*.parquet")}) == 2
+    assert a.column("id").to_pylist() == b.column("id").to_pylist()
+    np.testing.assert_allclose(a.column("score").to_numpy(), b.column("score").to_numpy(), rtol=1e-4)

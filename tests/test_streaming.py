@@ -120,3 +120,9 @@ def test_processes_read_disjoint_blocks_that_make_the_global_batch(ds):
     for b, (a, c) in enumerate(zip(*rows)):
         assert len(a) == len(c) == BATCH // 2
         assert list(np.concatenate([a, c])) == list(single[b]) == list(order[b * BATCH:(b + 1) * BATCH])
+    # evaluation: every row exactly once, in order, 19 rows in global batches of 8 (the last one short)
+    ev = [[b["index"] for b in stream.eval_loader(ds.source(np.arange(19)), keep, batch_size=8,
+                                                  shard=grain.ShardOptions(p, 2))] for p in range(2)]
+    assert [len(e) for e in ev] == [3, 2]  # process 1 has no rows of the last batch (rows 16-18 are process 0's)
+    merged = [i for b in range(3) for p in range(2) if b < len(ev[p]) for i in ev[p][b]]
+    assert merged == list(range(19))
