@@ -131,7 +131,9 @@ def test_two_processes_stream_their_own_rows_and_equal_one_process(data_dir, tmp
         for p in procs:
             p.kill()
     assert single.returncode == 0, single.stderr[-3000:]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    first_errors = [next((line for line in o.splitlines() if "Error" in line or "error:" in line), o[-500:])
+                    for o in outs]
+    assert all(p.returncode == 0 for p in procs), first_errors
     runs = tmp_path / "runs" / "sdss_cnn_skip"
     assert json.loads((runs / "two" / "run.json").read_text())["process_count"] == 2
     one, two = final_state(runs / "one", "state"), final_state(runs / "two", "state")
