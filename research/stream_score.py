@@ -22,7 +22,7 @@ from research import scoring
 from research.data import stream
 from research.regions import detect
 from research.residuals import preprocess
-from research.streaming import eval_pieces, pad_batch
+from research.streaming import eval_pieces, pad_batch, row_like
 
 
 def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "none"):
@@ -32,12 +32,12 @@ def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "
     keeps them."""
     per_proc = trainer.eval_batch_size // jax.process_count()
     pieces = eval_pieces(len(source), per_proc)
-    it = iter(stream.eval_loader(source, prepare, batch_size=trainer.eval_batch_size))
+    loader = stream.eval_loader(source, prepare, batch_size=trainer.eval_batch_size)
+    it, like = iter(loader), row_like(source, prepare)
     sharding = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec("data"))
-    like, lo = None, jax.process_index() * per_proc
+    lo = jax.process_index() * per_proc
     for _ in range(pieces):
         batch = next(it, None)
-        like = like or {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
         local, ok = pad_batch(batch, per_proc, like)
         model_in = {k: local[k] for k in ("x", "mask", "weights") if k in local}
         data = {k: jax.make_array_from_process_local_data(sharding, v, (per_proc * jax.process_count(), *v.shape[1:]))

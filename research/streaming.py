@@ -70,21 +70,27 @@ class StreamingTrainer:
         local = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
         return self._chunk(state, self.global_batch(local, stacked=True), jnp.int32(start))
 
-    def validate(self, state: TrainState, loader: grain.DataLoader, n_rows: int) -> tuple[TrainState, np.ndarray]:
+    def validate(self, state: TrainState, loader: grain.DataLoader, n_rows: int,
+                 like: dict) -> tuple[TrainState, np.ndarray]:
         """Streams the validation rows in padded pieces (padding masked out), then ends the epoch;
         returns the state and each member's validation loss."""
         per_proc = self.trainer.eval_batch_size // jax.process_count()
         pieces = eval_pieces(n_rows, per_proc)
-        total = count = like = None
+        total = count = None
         it = iter(loader)
         for _ in range(pieces):
             batch = next(it, None)
-            like = like or {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
             local, ok = pad_batch(batch, per_proc, like)
             t, c = self._terms(state, self.global_batch(local, False), self.global_batch({"ok": ok}, False)["ok"])
             total, count = (t, c) if total is None else (total + t, count + c)
         val_loss = np.asarray(jax.device_get(total)) / np.maximum(np.asarray(jax.device_get(count)), 1)
         return self._end(state, total, count), val_loss
+
+
+def row_like(source, prepare) -> dict:
+    """Shape and dtype of one prepared row (read from row 0: a process may get no row of a batch)."""
+    row = prepare.map(source[0])
+    return {k: (np.shape(v), np.asarray(v).dtype) for k, v in row.items()}
 
 
 def eval_pieces(n_rows: int, per_process: int) -> int:
@@ -177,7 +183,7 @@ def fit_stream(st: StreamingTrainer, state: TrainState, train_source, val_source
                     ckpt.save(state, iterator)
                 return state, False
         val = stream.eval_loader(val_source, prepare, batch_size=st.trainer.eval_batch_size, workers=workers)
-        state, val_loss = st.validate(state, val, len(val_source))
+        state, val_loss = st.validate(state, val, len(val_source), row_like(val_source, prepare))
         if on_epoch is not None:
             train_loss = np.concatenate([np.asarray(jax.device_get(x)) for x in losses], axis=-1).mean(-1)
             on_epoch(state, {"train_loss": train_loss, "val_loss": val_loss})
