@@ -8,7 +8,8 @@ pixel; its id is ``<real id>-s<i>``, its z moved by the shift. Written shard by 
 
 Ingestion runs on FITS files: N symbolic links to the 46 real files (reading and gridding every one;
 the repeats are then dropped as duplicates, so the record writes are not timed beyond the first 46).
-Each stage runs in its own process; wall time and peak RSS come from ``wait4``. Stages:
+Each stage runs in its own process; wall time and peak RSS come from ``wait4`` (Linux keeps the peak
+RSS of the process a child was forked from, so the driver keeps no data: the scale set is made in a child too). Stages:
 ``ingest`` (``--workers`` 1, and 2 up to ``--workers-n``), ``train`` (one epoch, after a compiled warm-up epoch, on the
 sharded loader and on the in-memory trainer with the same model and batches), ``score`` (stream
 scoring + window-rule regions of every record, Parquet out).
@@ -166,7 +167,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd")
     s = sub.add_parser("stage")
-    s.add_argument("stage", choices=("ingest", "train", "score"))
+    s.add_argument("stage", choices=("make", "ingest", "train", "score"))
     s.add_argument("--n", type=int, default=0)
     s.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "sdss"))
     s.add_argument("--out")
@@ -180,6 +181,9 @@ def main() -> None:
     p.add_argument("--workers-n", type=int, default=1000, help="largest N ingested with 2 workers too")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = p.parse_args()
+    if args.cmd == "stage" and args.stage == "make":
+        make_scale_set(pathlib.Path(args.shards), pathlib.Path(args.out), args.n)
+        return
     if args.cmd == "stage":
         fn = {"ingest": stage_ingest, "train": stage_train, "score": stage_score}[args.stage]
         args.workers = args.workers if args.stage == "ingest" else (0 if args.workers == 1 else args.workers)
@@ -197,8 +201,9 @@ def main() -> None:
     rows = []
     for n in args.n:
         sset = work / f"set_{n}"
-        if not (sset / "manifest.json").is_file():
-            make_scale_set(base, sset, n)
+        if not (sset / "manifest.json").is_file():  # in a child: a forked stage inherits this process's peak RSS
+            subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "stage", "make", "--n", str(n),
+                            "--shards", str(base), "--out", str(sset)], check=True, cwd=REPO)
         row = {"n": n}
         for w in (1, 2) if n <= args.workers_n else (1,):
             row[f"ingest_w{w}"] = run_stage("ingest", "--n", n, "--out", work / f"ing_{n}_{w}", "--workers", w)
