@@ -142,3 +142,11 @@ def test_two_processes_stream_their_own_rows_and_equal_one_process(data_dir, tmp
     assert len({f.name.split("-")[1] for f in (runs / "two" / "scores").glob("scores-*.parquet")}) == 2
     assert a.column("id").to_pylist() == b.column("id").to_pylist()
     np.testing.assert_allclose(a.column("score").to_numpy(), b.column("score").to_numpy(), rtol=1e-4)
+
+
+def test_unknown_data_format_is_a_one_line_error(tmp_path):
+    from research.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        experiment.run(small_config(tmp_path, format="shards"), log=lambda m: None)
+    assert str(err.value) == "config key data.format: 'shards' is not 'memory' or 'sharded'"
