@@ -60,6 +60,7 @@ def reference(ds):
     return mem, val_losses, streamed, seen, finished
 
 
+@pytest.mark.slow
 def test_streaming_equals_the_in_memory_trainer_given_its_batch_order(reference):
     """Same batches in the same order and the same step keys: the same parameters, bit for bit on CPU.
     Validation sums its pieces in another order, so its loss agrees to float32 rounding only."""
@@ -72,6 +73,7 @@ def test_streaming_equals_the_in_memory_trainer_given_its_batch_order(reference)
     np.testing.assert_allclose(np.asarray(streamed.best_val), np.asarray(mem.best_val), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, tmp_path):
     _, _, uninterrupted, _, _ = reference
     calls = []
@@ -93,6 +95,7 @@ def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, 
         assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_ensembles_in_chunks_share_the_stream(ds, reference):
     """Member 0 of a 2-member ensemble (trained one member at a time) is the single seed-0 model;
     member 1 (seed 1) starts and steps with its own keys on the same batches."""
