@@ -150,3 +150,53 @@ def test_unknown_data_format_is_a_one_line_error(tmp_path):
     with pytest.raises(InputError) as err:
         experiment.run(small_config(tmp_path, format="shards"), log=lambda m: None)
     assert str(err.value) == "config key data.format: 'shards' is not 'memory' or 'sharded'"
+
+
+@pytest.mark.slow
+def test_sigusr1_mid_epoch_and_resume_equal_uninterrupted(data_dir, tmp_path):
+    """``python -m research.train`` on shards: SIGUSR1 stops after the current chunk (one batch here),
+    exit 75 with the train and iterator state saved; the resumed run ends bit for bit where an
+    uninterrupted one ends, with the same scores."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from research import preemption
+    from run_state import assert_bitwise_equal, final_state
+
+    sdss_shards.ingest_task(data_dir / "sdss", tmp_path / "s", wave_range=WAVE)
+    shards.merge(tmp_path / "s")
+    args = ["--config=experiments/sdss_cnn_skip.py", "--config.data.format=sharded", f"--config.data.path={tmp_path / 's'}",
+            "--config.model.features=(4, 8)", "--config.model.latent_dim=8", "--config.train.batch_size=2",
+            "--config.train.epochs=12", "--config.data.chunk=1", "--config.train.checkpoint_every=0",
+            "--config.plots.enabled=False", f"--config.run.root={tmp_path / 'runs'}"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+
+    def train(name, *extra):
+        return subprocess.Popen([sys.executable, "-m", "research.train", *args, f"--config.run.name={name}", *extra],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    reference, interrupted = train("reference"), train("interrupted")
+    log = tmp_path / "runs" / "sdss_cnn_skip" / "interrupted" / "log.jsonl"
+    deadline = time.monotonic() + 400
+    while not (log.exists() and log.read_text().count("\n") >= 1):
+        assert interrupted.poll() is None, interrupted.communicate()[0]
+        assert time.monotonic() < deadline, "no epoch finished in 400 s"
+        time.sleep(0.02)
+    interrupted.send_signal(signal.SIGUSR1)
+    out, _ = interrupted.communicate(timeout=400)
+    assert interrupted.returncode == preemption.REQUEUE_EXIT, out
+    step = int(re.search(r"stopped at step (\d+)", out).group(1))
+    assert final_state(log.parent, "state")["step"].tolist() == [step]
+    resumed = train("interrupted", "--config.run.resume=True")
+    out, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out
+    ref_out, _ = reference.communicate(timeout=400)
+    assert reference.returncode == 0, ref_out
+    ref_dir = log.parent.parent / "reference"
+    assert_bitwise_equal(final_state(ref_dir, "state"), final_state(log.parent, "state"))
+    assert stream_score.read_parts(ref_dir / "scores").equals(stream_score.read_parts(log.parent / "scores"))
