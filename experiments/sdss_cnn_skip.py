@@ -1,8 +1,18 @@
-"""SDSS spectra, CNN-skip autoencoder: train on galaxies, score held-out galaxies and other classes,
-then find anomalous wavelength regions in every test spectrum (analysis ``sdss_regions``).
+"""``python -m research.train --config=experiments/sdss_cnn_skip.py`` (the seed system as it was:
+``--config=experiments/sdss_cnn_skip.py:seed``).
 
-47 real spectra are few, so the model is small, trained for many epochs with input noise
-(denoising) on the masked, inverse-variance-weighted loss.
+SDSS spectra, CNN autoencoder: train on the galaxies of ``sdss/`` and ``sdss_extra/`` (rest frame,
+3600-7400 A, galaxies with ZWARNING = 0), score the held-out galaxies and the quasars and stars, then
+find anomalous wavelength regions in every test spectrum (analysis ``sdss_regions``) and rank the test
+spectra by the density of their latent codes too (analysis ``latent_density``).
+
+Default detector: the matched filter on the detrended residual (significance in noise sigma of the
+summed residual, research/matched_filter.py; tuned by the injection evaluation). The ``seed`` variant
+keeps everything of the seed system: ``sdss/`` only, observed frame, any and_mask bit masked, the
+window rule (window 50, 95th percentile, range factor 1.5, overall 0.3) on the raw residual.
+
+The spectra are few, so the model is small, trained for many epochs with input noise (denoising)
+on the masked, inverse-variance-weighted loss.
 
 No skip connections and a dense 32-number bottleneck: the injection evaluation
 (bench/injection_eval.py) measured that with U-Net skips the reconstruction copies 97-100% of an
@@ -14,15 +24,28 @@ a narrow channel bottleneck copies 64-93%. ``--config.model.skip_levels=None
 import ml_collections
 
 from research.config import base_config
+from research.data.sdss_fits import DEFAULT_MASK_BITS
 
 
-def get_config():
+def get_config(variant: str = "default"):
+    if variant not in VARIANTS:
+        raise ValueError(f"experiments/sdss_cnn_skip.py: unknown variant {variant!r}; choose one of {VARIANTS}")
     c = base_config()
-    c.experiment = "sdss_cnn_skip"
+    c.experiment = "sdss_cnn_skip" if variant == "default" else f"sdss_cnn_skip_{variant}"
     c.smoke_epochs = 2
     c.data.name = "sdss"
+    c.data.folders = ("sdss", "sdss_extra")  # under the data root, used when data.path is unset
     c.data.cache_dir = ml_collections.config_dict.placeholder(str)
-    c.data.frame = "observed"  # or 'rest' (grid from each spectrum's z)
+    c.data.frame = "rest"  # or 'observed'
+    # the galaxies' common rest-frame range ([OII] 3727 to [SII] 6731); a spectrum with < min_good_fraction
+    # of it covered (quasars at z > ~1.3) is skipped and listed in the ingestion report
+    c.data.wave_range = (3600.0, 7400.0)
+    c.data.min_good_fraction = 0.1
+    # and_mask bits that mask a pixel (ivar = 0 always does): SPPIXMASK names (or bit numbers; "ANY" = every
+    # bit), by default the bits that mean bad data, not the informational ones (sdss_fits.DEFAULT_MASK_BITS)
+    c.data.mask_bits = DEFAULT_MASK_BITS
+    c.data.zwarning_ok = True  # leave out galaxies with ZWARNING != 0 (their rest frame is not trusted)
+    c.data.n_train = 0  # > 0: a seeded subset of that many training galaxies (learning curves)
     c.data.norm = "median"
     c.data.norm_window = ml_collections.config_dict.placeholder(tuple)
     c.data.train_classes = ("GALAXY",)
@@ -58,7 +81,7 @@ def get_config():
     c.threshold.fit_on = "train"
 
     c.regions = ml_collections.ConfigDict()
-    c.regions.method = "window"  # the seed rule below, or 'matched_filter' (research/matched_filter.py)
+    c.regions.method = "matched_filter"  # or 'window', the seed rule (research/regions.py)
     c.regions.window_size = 50
     c.regions.percentile_threshold = 95.0
     c.regions.range_mismatch_factor = 1.5  # 0 turns the range test off
@@ -80,7 +103,7 @@ def get_config():
     c.regions.merge_gap = 32
     c.regions.local_scale_block = 0
     c.regions.min_coverage = 0.5
-    c.regions.detrend_width = 0
+    c.regions.detrend_width = 201
     c.regions.noise_width = 0
     c.regions.only_anomalous = False
     c.regions.sample_n = 0  # 0 = every selected spectrum
@@ -88,4 +111,15 @@ def get_config():
     c.regions.image_dir = ml_collections.config_dict.placeholder(str)  # SDSS cutouts <id>.jpg
     c.regions.chunk_size = 256
     c.analyses = ("sdss_regions",)
+    if variant == "seed":
+        c.data.folders = ("sdss",)
+        c.data.frame = "observed"
+        c.data.wave_range = None
+        c.data.mask_bits = ("ANY",)
+        c.data.zwarning_ok = False
+        c.regions.method = "window"
+        c.regions.detrend_width = 0
     return c
+
+
+VARIANTS = ("default", "seed")

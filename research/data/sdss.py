@@ -1,18 +1,23 @@
 """SDSS spectra: the ingested common-grid flux with pixel masks, split by spectral class.
 
-``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``); otherwise the FITS
-folder (``<data root>/sdss``) is ingested once into ``cfg.cache_dir`` (default ``cache/sdss``,
+``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``), or FITS folders/files
+(one path or a list; globs allowed); unset, the folders ``cfg.folders`` under the data root (default
+``sdss``). All FITS files are ingested together, once, into ``cfg.cache_dir`` (default ``cache/sdss``,
 keyed by the files and the ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
 seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that
-hold-out (label 0) plus every spectrum of another class (label 1). ``test['ivar']`` (normalised-flux inverse variance) travels
+hold-out (label 0) plus every spectrum of another class (label 1). With ``cfg.zwarning_ok`` (default
+True) an ordinary spectrum whose ZWARNING is not 0 is left out of both splits: its redshift, and so its
+rest frame, is not to be trusted. ``cfg.n_train`` > 0 keeps a seeded subset of that many training
+spectra (learning curves; the held-out spectra do not change). ``test['ivar']`` (normalised-flux inverse variance) travels
 with the test rows so region detection can measure residuals in noise units. Masked pixels are
 filled by interpolation (``fill_masked``, default True) so the input has no artificial zeros.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import pathlib
@@ -37,13 +42,31 @@ def ingest_options(cfg) -> dict:
             "mask_bits": cfg.get("mask_bits"), "min_good_fraction": float(cfg.get("min_good_fraction", 0.1))}
 
 
-def cached_ingest(folder: pathlib.Path, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
-    """The ingested npz for ``folder`` with ``options``, ingesting only when no cache entry matches."""
-    files = ingest_sdss.find_files(folder)
-    if not files:
-        raise InputError(f"{folder}: no SDSS FITS files found")
-    key = json.dumps({"files": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files],
-                      "options": options}, sort_keys=True)
+def input_files(sources) -> list[pathlib.Path]:
+    """The FITS files of one path or a list of paths (folders, files or glob patterns), in order."""
+    files = []
+    for source in [sources] if isinstance(sources, (str, pathlib.Path)) else list(sources):
+        source = str(pathlib.Path(source).expanduser())
+        matches = sorted(glob.glob(source)) if glob.has_magic(source) else [source]
+        if not matches:
+            raise InputError(f"{source}: no file or folder matches")
+        for match in matches:
+            found = ingest_sdss.find_files(match)
+            if not found:
+                raise InputError(f"{match}: no SDSS FITS files (*.fits, *.fit) found")
+            files += found
+    return files
+
+
+INGEST_VERSION = 2  # 2: header ids with objid fallback, zwarning column, bad-data mask bits by default
+
+
+def cached_ingest(sources, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
+    """The ingested npz for the FITS files of ``sources`` with ``options``, ingesting only when no cache
+    entry matches."""
+    files = input_files(sources)
+    key = json.dumps({"files": [(str(f.resolve()), f.stat().st_size, int(f.stat().st_mtime)) for f in files],
+                      "options": options, "version": INGEST_VERSION}, sort_keys=True, default=str)
     out = pathlib.Path(cache_dir) / f"sdss_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
     if not out.is_file():
         report = ingest_sdss.ingest(files, out, **options)
@@ -94,16 +117,21 @@ def _held_out(normal_idx: np.ndarray, cfg, train_classes) -> np.ndarray:
     return normal_idx[:n_hold]
 
 
+def dataset_path(cfg) -> pathlib.Path:
+    """The ingested npz the config names, ingesting its FITS sources first when needed."""
+    sources = cfg.get("path")
+    if isinstance(sources, str) and sources.endswith(".npz"):
+        return pathlib.Path(sources).expanduser()
+    if not sources:
+        sources = [dataset_dir(name, cfg.get("root")) for name in (cfg.get("folders") or ("sdss",))]
+        for folder in sources:
+            if not folder.is_dir():
+                raise InputError(f"{folder}: SDSS folder not found (set config key data.root, data.folders or data.path)")
+    return cached_ingest(sources, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+
+
 def load(cfg) -> Dataset:
-    if cfg.get("path"):
-        path = pathlib.Path(cfg.path).expanduser()
-        if path.is_dir():
-            path = cached_ingest(path, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
-    else:
-        folder = dataset_dir("sdss", cfg.get("root"))
-        if not folder.is_dir():
-            raise InputError(f"{folder}: SDSS folder not found (set config key data.root or data.path)")
-        path = cached_ingest(folder, pathlib.Path(cfg.get("cache_dir") or DEFAULT_CACHE), ingest_options(cfg))
+    path = dataset_path(cfg)
     arrays, cat = ingest_sdss.load_ingested(path)
     flux, ivar, mask = arrays["flux"], arrays["ivar"], arrays["mask"].astype(bool)
     check_finite(flux, f"{path}: flux")
@@ -114,14 +142,24 @@ def load(cfg) -> Dataset:
     train_classes = tuple(str(c).upper() for c in (cfg.get("train_classes") or ("GALAXY",)))
     classes = np.char.upper(cat["class"].astype(str))
     normal = np.isin(classes, train_classes)
+    usable = np.ones(len(classes), bool)
+    if cfg.get("zwarning_ok", True) and "zwarning" in cat:
+        usable = ~normal | (cat["zwarning"] == 0)
+        normal &= usable
     if not normal.any():
         raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {path} "
                          f"(classes present: {sorted(set(classes))})")
     rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
     normal_idx = rng.permutation(np.flatnonzero(normal))
     held = _held_out(normal_idx, cfg, train_classes)
-    train_idx = np.sort(np.setdiff1d(normal_idx, held))
-    test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
+    train_idx = np.setdiff1d(normal_idx, held)
+    n_train = int(cfg.get("n_train") or 0)
+    if n_train < 0:
+        raise InputError(f"config key data.n_train: {n_train} must be >= 0 (0 = every training spectrum)")
+    if n_train:
+        train_idx = np.random.default_rng(int(cfg.get("split_seed", 0)) + 1).permutation(train_idx)[:n_train]
+    train_idx = np.sort(train_idx)
+    test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal & usable)]))
 
     weights = noise_weights(ivar, mask, float(cfg.get("weight_clip", 10.0))) if cfg.get("ivar_weighting") else None
 
@@ -148,5 +186,6 @@ def load(cfg) -> Dataset:
         else "rest wavelength (Å)",
         meta={"source": str(path), "train_classes": list(train_classes),
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
+              "n_zwarning_dropped": int((~usable).sum()),
               "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue},
     )
