@@ -122,10 +122,11 @@ def _bad_pixels(flux, ivar, mask_word, mask_bits) -> np.ndarray:
 
 
 def _objid(value):
-    """An SDSS objid as text (a 64-bit integer, or the DR7 header's 'run rerun camcol field id')."""
+    """An SDSS objid as text (a 64-bit integer, or the DR7 header's 'run rerun camcol field id' joined by
+    '-')."""
     if value is None:
         return None
-    text = " ".join(str(value).split())
+    text = "-".join(str(value).split())
     return text or None
 
 
