@@ -110,7 +110,14 @@ def get_config(variant: str = "default"):
     c.regions.seed = 0
     c.regions.image_dir = ml_collections.config_dict.placeholder(str)  # SDSS cutouts <id>.jpg
     c.regions.chunk_size = 256
-    c.analyses = ("sdss_regions",)
+    # latent-density score (research/analyses/latent_density.py): a BIC-chosen Gaussian mixture on the
+    # training galaxies' latent codes
+    c.latent = ml_collections.ConfigDict()
+    c.latent.max_components = 4
+    c.latent.covariance_types = ("full", "diag")
+    c.latent.reg_covar = 1e-3
+    c.latent.seed = 0
+    c.analyses = ("sdss_regions", "latent_density")
     if variant == "seed":
         c.data.folders = ("sdss",)
         c.data.frame = "observed"
@@ -119,6 +126,7 @@ def get_config(variant: str = "default"):
         c.data.zwarning_ok = False
         c.regions.method = "window"
         c.regions.detrend_width = 0
+        c.analyses = ("sdss_regions",)
     return c
 
 

@@ -20,6 +20,7 @@ ANALYSES: dict[str, str] = {
     "baselines": "research.analyses.baselines:run",
     "fsdd_maps": "research.analyses.fsdd_maps:run",
     "image_examples": "research.analyses.image_examples:run",
+    "latent_density": "research.analyses.latent_density:run",
 }
 
 
