@@ -20,7 +20,7 @@ and_mask, a value is not finite, or the grid pixel is outside the spectrum's cov
 (one row per spectrum, keyed by plate/mjd/fiber) and ``<out>_report.json`` (skipped files with the
 reason). A bad file is skipped and reported; the run goes on.
 
-CLI: ``python -m data_prep.sdss --input ../shared/data/sdss --output data/sdss.npz``
+CLI: ``python -m data_prep.sdss --input ../shared/data/sdss ../shared/data/sdss_extra --output data/sdss.npz``
 """
 
 from __future__ import annotations
@@ -470,7 +470,8 @@ def _pair(text: str | None):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.sdss", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="folder of SDSS FITS files (or one file)")
+    parser.add_argument("--input", required=True, nargs="+", help="folders of SDSS FITS files (or files), "
+                        "ingested together")
     parser.add_argument("--output", required=True, help="output .npz (catalogue CSV and report JSON go beside it)")
     parser.add_argument("--frame", choices=("observed", "rest"), default="observed")
     parser.add_argument("--norm", choices=NORMALISATIONS, default="median")
@@ -483,7 +484,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="only the summary line")
     args = parser.parse_args(argv)
     try:
-        report = ingest(args.input, args.output, frame=args.frame, norm=args.norm,
+        inputs = args.input[0] if len(args.input) == 1 else [f for i in args.input for f in find_files(i)]
+        report = ingest(inputs, args.output, frame=args.frame, norm=args.norm,
                         norm_window=_pair(args.norm_window), wave_range=_pair(args.wave_range),
                         min_good_fraction=args.min_good_fraction, mask_bits=args.mask_bits,
                         log=None if args.quiet else (lambda m: print(m, flush=True)))
