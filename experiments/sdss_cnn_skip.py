@@ -65,7 +65,7 @@ def get_config(variant: str = "default"):
     c.model.activation = "gelu"
     c.model.output_activation = "none"
 
-    c.train.epochs = 300  # ~3,000 steps on ~80 galaxies (the seed's 500 epochs on 21 galaxies were 1,500)
+X
     c.train.batch_size = 7
     c.train.learning_rate = 2e-3
     c.train.schedule = "cosine"
