@@ -64,10 +64,12 @@ def grid_settings():
 
 
 def load_config(path: str, sets: list[str], epochs: int | None):
+    """The config of ``file.py`` or ``file.py:variant``, with ``KEY=VALUE`` overrides."""
+    path, _, variant = path.partition(":")
     spec = importlib.util.spec_from_file_location("experiment_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    config = module.get_config(variant) if variant else module.get_config()
     for item in sets:
         key, value = item.split("=", 1)
         node = config
