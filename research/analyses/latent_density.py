@@ -3,9 +3,9 @@
 A spectrum the decoder can reproduce may still sit where no training spectrum put its code (the
 spender line of work on SDSS/DESI outliers scores -log p(z) with a flow on the latents). Here a
 Gaussian mixture is fitted to the (standardised) latent codes of the training spectra, its number of
-components and covariance type chosen by BIC; the score is -log p(z). ``config.latent``:
-``max_components`` (default 4), ``covariance_types`` (default ('full', 'diag')), ``reg_covar``
-(default 1e-3, in standardised units; the codes of ~100 spectra in 32 dimensions need it), ``seed``.
+components and covariance type chosen by BIC; the score is -log p(z). Options under ``config.latent``:
+:data:`DEFAULTS` (``reg_covar`` is in standardised units; the codes of ~100 spectra in 32 dimensions
+need it).
 
 The analysis reports the ROC-AUC of the test anomalies (label 1) against the held-out normal spectra
 for the reconstruction error, the latent density and their rank average (each score replaced by its
@@ -24,6 +24,8 @@ from research.errors import InputError
 from research.rundir import unique_path
 
 LATENT_MODULE = "latent"
+CONFIG_BLOCK = "latent"
+DEFAULTS = {"max_components": 4, "covariance_types": ("full", "diag"), "reg_covar": 1e-3, "seed": 0}
 
 
 def latent_codes(model, params, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -88,10 +90,9 @@ def auc_table(labels: np.ndarray, error: np.ndarray, density: np.ndarray) -> dic
 
 
 def run(ctx) -> dict:
-    cfg = dict(ctx.config.get("latent") or {})
+    cfg = {**DEFAULTS, **(ctx.config.get(CONFIG_BLOCK) or {})}
     ds = ctx.dataset
-    density = LatentDensity(cfg.get("max_components", 4), tuple(cfg.get("covariance_types") or ("full", "diag")),
-                            cfg.get("reg_covar", 1e-3), cfg.get("seed", 0))
+    density = LatentDensity(cfg["max_components"], tuple(cfg["covariance_types"]), cfg["reg_covar"], cfg["seed"])
     members = jax.tree_util.tree_leaves(ctx.params)[0].shape[0]
     test_scores, chosen = [], []
     for k in range(members):  # an ensemble: one mixture per member, -log p averaged
