@@ -226,7 +226,8 @@ def test_one_class_run_stops_and_resumes_to_the_uninterrupted_result(tmp_path):
     # the one-class runner trains through research.pipeline: preemption and resume come with it
     from research.one_class import run
 
-    stopped = run(_one_class_config(tmp_path), should_stop=lambda: True, log=lambda *_: None)
+    before_first = iter([False])  # the trainer also asks before the first epoch: stop after one
+    stopped = run(_one_class_config(tmp_path), should_stop=lambda: next(before_first, True), log=lambda *_: None)
     assert stopped["stopped_at_epoch"] == 1
     config = _one_class_config(tmp_path)
     config.run.resume = True

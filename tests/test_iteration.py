@@ -114,7 +114,8 @@ def test_event_files_hold_the_logged_losses_and_a_resumed_run_adds_no_duplicate_
     config.data.limit, config.train.epochs, config.train.ensemble_size = 256, 4, 2
     config.train.checkpoint_every, config.plots.n_examples = 0, 2
     config.run.root, config.run.name, config.run.compile_cache = str(tmp_path), "r", str(tmp_path / "cache")
-    stopped = experiment.run(config, should_stop=lambda: len(_log(tmp_path / "ecg5000_ensemble" / "r")) >= 2,
+    run_dir = tmp_path / "ecg5000_ensemble" / "r"
+    stopped = experiment.run(config, should_stop=lambda: (run_dir / "log.jsonl").exists() and len(_log(run_dir)) >= 2,
                              log=lambda *_: None)
     assert stopped["stopped_at_epoch"] == 2
     run = tmp_path / "ecg5000_ensemble" / "r"

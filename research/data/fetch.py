@@ -16,6 +16,7 @@ behind and raise one :class:`FetchError` line naming the dataset, the URL and th
 
 from __future__ import annotations
 
+import importlib
 import dataclasses
 import datetime
 import gzip
@@ -37,6 +38,13 @@ from typing import Callable
 import numpy as np
 
 from research.errors import InputError
+
+
+def _reader(name: str):
+    """A dataset's own reader, named "module:function" like the loaders in :mod:`research.data`: the loaders
+    call this module on first use, so it names them instead of importing them."""
+    module, func = name.split(":")
+    return getattr(importlib.import_module(module), func)
 
 MIRROR_ENV = "RESEARCH_DATA_MIRROR"
 TIMEOUT = 60
@@ -109,7 +117,7 @@ def _convert_ecg(files: dict[str, pathlib.Path], out: pathlib.Path) -> None:
 
 
 def _validate_ecg(folder: pathlib.Path) -> dict:
-    from research.data.ecg5000 import read_ucr
+    read_ucr = _reader("research.data.ecg5000:read_ucr")
 
     out = {}
     for split, rows in ECG_ROWS.items():
@@ -138,7 +146,7 @@ def _copy_all(files: dict[str, pathlib.Path], out: pathlib.Path) -> None:
 
 
 def _validate_fashion(folder: pathlib.Path) -> dict:
-    from research.data.fashion_mnist import read_split
+    read_split = _reader("research.data.fashion_mnist:read_split")
 
     out = {}
     for split, n in (("train", 60000), ("test", 10000)):
@@ -368,7 +376,7 @@ def _fetch_sdss(out: pathlib.Path, dest: pathlib.Path, objects: list[str], log) 
         if mirror:
             files[name] = download(f"{mirror}/sdss/{name}", out / name, "sdss", manual)
         else:
-            from research.data import sdss_fetch
+            sdss_fetch = importlib.import_module("research.data.sdss_fetch")
 
             plate, mjd, fiber = (int(p) for p in obj.split("-"))
             try:
