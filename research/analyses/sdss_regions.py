@@ -62,6 +62,19 @@ def check(config) -> str:
     return method
 
 
+def find_regions(config, x, recon, mask, ivar, axis):
+    """The regions the configured detector finds in spectra ``x`` against their reconstructions
+    (unscaled), with the reconstruction and ivar it compared them with; ``research.load_run`` uses this too."""
+    cfg = dict(config.get("regions") or {})
+    method = check(config)
+    ivar = ivar if uses_ivar(method, cfg.get("noise_units")) else None
+    # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
+    # the figures show this reconstruction, the one the detector compares with
+    recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
+                             int(cfg.get("noise_width") or 0))
+    return detect(x, recon, mask, axis, method=method, ivar=ivar, **params_of(method, cfg)), recon, ivar
+
+
 def run(ctx) -> dict:
     cfg = dict(ctx.config.get("regions") or {})
     ds = ctx.dataset
@@ -70,13 +83,8 @@ def run(ctx) -> dict:
     if ctx.scaler is not None and getattr(ctx.scaler, "method", "none") != "none":
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
-    method = check(ctx.config)
-    ivar = ds.test.get("ivar") if uses_ivar(method, cfg.get("noise_units")) else None
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
-    # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
-    # the figures show this reconstruction, the one the detector compares with
-    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
-    regions = detect(x, recon, mask, ds.axis, method=method, ivar=ivar, **params_of(method, cfg))
+    regions, recon, ivar = find_regions(ctx.config, x, recon, mask, ds.test.get("ivar"), ds.axis)
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
     catalogue = ds.meta.get("catalogue", {})

@@ -1,8 +1,9 @@
 """SDSS spectra: the ingested common-grid flux with pixel masks, split by spectral class.
 
-``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``); otherwise the FITS
-folder (``<data root>/sdss``) is ingested once into ``cfg.cache_dir`` (default ``cache/sdss``,
-keyed by the files and the ingestion options), so later runs only read the npz.
+``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``), or FITS folders, files
+or globs (comma-separated, any file names); by default the FITS folder ``<data root>/sdss``. FITS
+input is ingested once into ``cfg.cache_dir`` (default ``cache/sdss``, keyed by the files and the
+ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
 seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that
@@ -23,6 +24,7 @@ from ml_collections.config_dict import placeholder
 from research.config import with_defaults
 from research.data import Dataset, check_finite, limit_rows
 from research.data import sdss_fits as ingest_sdss
+from research.data.sources import expand
 from research.errors import InputError
 from research.paths import SDSS_CACHE, dataset_dir
 
@@ -55,12 +57,20 @@ def ingest_options(cfg) -> dict:
             "mask_bits": cfg.mask_bits, "min_good_fraction": float(cfg.min_good_fraction)}
 
 
-def cached_ingest(folder: pathlib.Path, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
-    """The ingested npz for ``folder`` with ``options``, ingesting only when no cache entry matches."""
-    files = ingest_sdss.find_files(folder)
+def fits_files(value) -> list[pathlib.Path]:
+    """FITS files of a folder, or of several folders/files/globs (comma-separated or a sequence)."""
+    if isinstance(value, pathlib.Path):
+        return ingest_sdss.find_files(value)
+    return expand(value, ingest_sdss.FITS_SUFFIXES)
+
+
+def cached_ingest(folder, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
+    """The ingested npz for ``folder`` (see :func:`fits_files`) with ``options``, ingesting only when
+    no cache entry matches."""
+    files = fits_files(folder)
     if not files:
         raise InputError(f"{folder}: no SDSS FITS files found")
-    key = json.dumps({"files": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files],
+    key = json.dumps({"files": [(str(f.resolve()), f.stat().st_size, int(f.stat().st_mtime)) for f in files],
                       "options": options}, sort_keys=True)
     out = pathlib.Path(cache_dir) / f"sdss_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
     if not out.is_file():
@@ -115,9 +125,9 @@ def _held_out(normal_idx: np.ndarray, cfg, train_classes) -> np.ndarray:
 def load(cfg) -> Dataset:
     cfg = with_defaults(cfg, DEFAULTS)
     if cfg.path:
-        path = pathlib.Path(cfg.path).expanduser()
-        if path.is_dir():
-            path = cached_ingest(path, pathlib.Path(cfg.cache_dir or SDSS_CACHE), ingest_options(cfg))
+        path = pathlib.Path(str(cfg.path)).expanduser()
+        if not (path.suffix == ".npz" and path.is_file()):
+            path = cached_ingest(cfg.path, pathlib.Path(cfg.cache_dir or SDSS_CACHE), ingest_options(cfg))
     else:
         folder = dataset_dir("sdss", cfg.root)
         if not folder.is_dir():
@@ -133,14 +143,17 @@ def load(cfg) -> Dataset:
     train_classes = tuple(str(c).upper() for c in (cfg.train_classes or ("GALAXY",)))
     classes = np.char.upper(cat["class"].astype(str))
     normal = np.isin(classes, train_classes)
-    if not normal.any():
+    if cfg.score_only:  # research.score: every spectrum, in catalogue order
+        train_idx, test_idx = np.zeros(0, int), np.arange(len(ids))
+    elif not normal.any():
         raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {path} "
                          f"(classes present: {sorted(set(classes))})")
-    rng = np.random.default_rng(int(cfg.split_seed))
-    normal_idx = rng.permutation(np.flatnonzero(normal))
-    held = _held_out(normal_idx, cfg, train_classes)
-    train_idx = np.sort(np.setdiff1d(normal_idx, held))
-    test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
+    else:
+        rng = np.random.default_rng(int(cfg.split_seed))
+        normal_idx = rng.permutation(np.flatnonzero(normal))
+        held = _held_out(normal_idx, cfg, train_classes)
+        train_idx = np.sort(np.setdiff1d(normal_idx, held))
+        test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal)]))
 
     weights = noise_weights(ivar, mask, float(cfg.weight_clip)) if cfg.ivar_weighting else None
 
@@ -162,10 +175,12 @@ def load(cfg) -> Dataset:
         train=train, test=test,
         test_labels=(~normal[test_rows]).astype(np.int32),
         test_ids=[ids[i] for i in test_rows],
+        train_ids=[ids[i] for i in train_rows],
         kind="1d", axis=arrays["wavelength"].astype(np.float64),
         axis_label="observed wavelength (Å)" if str(arrays.get("frame", "observed")) == "observed"
         else "rest wavelength (Å)",
         meta={"source": str(path), "train_classes": list(train_classes),
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
-              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue},
+              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue,
+              "score_only": bool(cfg.score_only)},
     )
