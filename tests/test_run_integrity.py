@@ -122,6 +122,27 @@ def test_auto_resume_starts_afresh_without_a_checkpoint_and_keeps_the_last_two(t
 
 @pytest.mark.slow
 @pytest.mark.data("ecg5000")
+def test_checkpoint_cadence_keeps_the_last_two_and_resuming_from_an_earlier_one_is_exact(tmp_path):
+    every_two = [a for a in SMALL if not a.startswith("--config.train.checkpoint_every")] + [
+        "--config.train.checkpoint_every=2", "--config.train.epochs=5", f"--config.run.root={tmp_path}",
+        "--config.run.name=c"]
+    proc = run_cli(every_two, env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ecg5000_dense" / "c"
+    for kind in ("latest", "best"):  # saved after epochs 2, 4 and at the end (5)
+        assert sorted(int(p.name) for p in (run / "checkpoints" / kind).iterdir()) == [4 * STEPS, 5 * STEPS]
+    uninterrupted = final_state(run)
+    for kind in ("latest", "best"):  # killed after epoch 4's checkpoint, before the end's
+        shutil.rmtree(run / "checkpoints" / kind / str(5 * STEPS))
+    proc = run_cli([*every_two, "--config.run.resume=True"], env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from epoch 4, step {4 * STEPS}" in proc.stdout
+    assert_bitwise_equal(uninterrupted, final_state(run))
+    assert [json.loads(r)["epoch"] for r in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
 def test_a_damaged_checkpoint_falls_back_to_the_one_before_with_the_same_result(finished, tmp_path):
     run = _copy(finished, tmp_path)
     reference = run_cli([*SMALL, "--config.train.epochs=5", f"--config.run.root={tmp_path}", "--config.run.name=ref"],
