@@ -93,10 +93,17 @@ def parse_flags(argv: list[str]) -> list[str]:
     return []
 
 
+def parse_value(text: str):
+    """A command-line value: a Python literal when it parses as one, else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def load_config(spec: str, overrides=()):
     """``get_config([variant])`` of ``experiments/x.py[:variant]`` outside the command line (benchmarks,
     tests), with ``key=value`` overrides whose values are Python literals."""
-    import ast
     import importlib.util
 
     path, _, variant = str(spec).partition(":")
@@ -106,9 +113,5 @@ def load_config(spec: str, overrides=()):
     config = module.get_config(variant) if variant else module.get_config()
     for item in overrides:
         key, value = item.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        config.update_from_flattened_dict({key: value})
+        config.update_from_flattened_dict({key: parse_value(value)})
     return config

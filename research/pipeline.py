@@ -32,7 +32,7 @@ _current: dict = {}  # the run directory this process is training into: {'path':
 # what is drawn, logged or scored afterwards. train.epochs also changes a decaying schedule: refused then.
 RESUMABLE = ("train.epochs", "train.checkpoint_every", "train.steps_per_call", "train.eval_batch_size",
              "train.use_best", "plots.", "run.", "score.", "threshold.", "analyses", "regions.", "baselines.",
-             "fsdd_maps.", "smoke", "smoke_epochs")
+             "fsdd_maps.", "latent.", "smoke", "smoke_epochs")
 
 
 def start_up(config) -> None:
