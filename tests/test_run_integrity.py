@@ -248,6 +248,7 @@ def test_writes_outliving_a_failed_save_are_kept_not_printed(tmp_path):
     import asyncio
     import gc
     import sys
+    import warnings
 
     from research import checkpoints
 
@@ -274,6 +275,19 @@ def test_writes_outliving_a_failed_save_are_kept_not_printed(tmp_path):
     late = checkpoints.late_write_reports()[before:]
     assert len(late) == 1 and late[0].rstrip().endswith("RuntimeError: Event loop is closed"), late
     assert passed_on == [ValueError]
+
+    async def write():
+        pass
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        checkpoints.Checkpoints(tmp_path).close()
+        write()  # a coroutine of the failed save, dropped unawaited
+        gc.collect()
+        warnings.warn("something else", RuntimeWarning)
+    assert checkpoints.late_write_reports()[-1].rstrip().endswith("coroutine 'test_writes_outliving_a_failed_save_are_"
+                                                                 "kept_not_printed.<locals>.write' was never awaited")
+    assert [str(w.message) for w in shown] == ["something else"]
 
 
 def test_a_run_root_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path):
@@ -313,6 +327,7 @@ def test_disk_full_is_one_line_and_leaves_no_empty_run_directory(tmp_path, size,
             assert (run / "log.jsonl").read_text().count("\n") == 1
             assert last.endswith(f": No space left on device (traceback in {run / 'error.log'})"), last
             assert "No space left on device" in (run / "error.log").read_text()
+            assert not list(run.glob("checkpoints/*/*.orbax-checkpoint-tmp*"))  # the failed save's folders
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
