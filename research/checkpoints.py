@@ -62,7 +62,8 @@ def _keep_closed_loop_reports() -> None:
     show = warnings.showwarning
     if not getattr(show, "keeps_closed_loop_reports", False):
         def showwarning(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, RuntimeWarning) and re.fullmatch(r"coroutine '.*' was never awaited", str(message)):
+            unawaited = re.fullmatch(r"coroutine '.*' was never awaited", str(message))
+            if issubclass(category, RuntimeWarning) and unawaited:
                 _late_reports.append(f"{filename}:{lineno}: {category.__name__}: {message}\n")
             else:
                 show(message, category, filename, lineno, file, line)
