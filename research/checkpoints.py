@@ -45,7 +45,7 @@ def _is_closed_loop_report(report) -> bool:
             and any(f.name == "call_soon_threadsafe" for f in frames))
 
 
-def _keep_closed_loop_reports() -> None:
+def keep_closed_loop_reports() -> None:
     """Installs (once) the unraisable hook and the warning display that keep those reports and pass
     on every other one."""
     previous = sys.unraisablehook
@@ -90,7 +90,7 @@ def saved_steps(directory: str | pathlib.Path) -> list[int]:
 class Checkpoints:
     def __init__(self, directory: str | pathlib.Path):
         directory = pathlib.Path(directory).absolute()
-        _keep_closed_loop_reports()
+        keep_closed_loop_reports()
         # Own barrier names per manager: both save the same step, and with several processes
         # equal names collide ("Barrier _async_write_complete.<step> is already ongoing").
         def options(name):
