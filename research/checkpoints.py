@@ -12,16 +12,20 @@ all processes share.
 A write that fails (disk full) leaves orbax's other writes of that checkpoint running after orbax has
 closed the asyncio event loop they report to (``asyncio_utils._run_sync_via_new_loop``, orbax 0.12):
 each then fails with ``RuntimeError: Event loop is closed`` inside tensorstore's callback, which Python
-prints as an unraisable exception. Those reports say nothing the failed save's own error does not, so
-they are kept (:func:`late_write_reports`, for ``error.log``) instead of printed.
+prints as an unraisable exception; the coroutines left behind may warn that they were never awaited.
+Those reports say nothing the failed save's own error does not, so they are kept
+(:func:`late_write_reports`, for ``error.log``) instead of printed.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
+import shutil
 import sys
 import time
 import traceback
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -41,21 +45,31 @@ def _is_closed_loop_report(report) -> bool:
             and any(f.name == "call_soon_threadsafe" for f in frames))
 
 
-def _keep_closed_loop_reports() -> None:
-    """Installs (once) the unraisable hook that keeps those reports and passes on every other one."""
+def keep_closed_loop_reports() -> None:
+    """Installs (once) the unraisable hook and the warning display that keep those reports and pass
+    on every other one."""
     previous = sys.unraisablehook
-    if getattr(previous, "keeps_closed_loop_reports", False):
-        return
+    if not getattr(previous, "keeps_closed_loop_reports", False):
+        def hook(report):
+            if _is_closed_loop_report(report):
+                _late_reports.append("".join(traceback.format_exception(report.exc_type, report.exc_value,
+                                                                        report.exc_traceback)))
+            else:
+                previous(report)
 
-    def hook(report):
-        if _is_closed_loop_report(report):
-            _late_reports.append("".join(traceback.format_exception(report.exc_type, report.exc_value,
-                                                                    report.exc_traceback)))
-        else:
-            previous(report)
+        hook.keeps_closed_loop_reports = True
+        sys.unraisablehook = hook
+    show = warnings.showwarning
+    if not getattr(show, "keeps_closed_loop_reports", False):
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            unawaited = re.fullmatch(r"coroutine '.*' was never awaited", str(message))
+            if issubclass(category, RuntimeWarning) and unawaited:
+                _late_reports.append(f"{filename}:{lineno}: {category.__name__}: {message}\n")
+            else:
+                show(message, category, filename, lineno, file, line)
 
-    hook.keeps_closed_loop_reports = True
-    sys.unraisablehook = hook
+        showwarning.keeps_closed_loop_reports = True
+        warnings.showwarning = showwarning
 
 
 def late_write_reports() -> list[str]:
@@ -76,7 +90,7 @@ def saved_steps(directory: str | pathlib.Path) -> list[int]:
 class Checkpoints:
     def __init__(self, directory: str | pathlib.Path):
         directory = pathlib.Path(directory).absolute()
-        _keep_closed_loop_reports()
+        keep_closed_loop_reports()
         # Own barrier names per manager: both save the same step, and with several processes
         # equal names collide ("Barrier _async_write_complete.<step> is already ongoing").
         def options(name):
@@ -93,10 +107,22 @@ class Checkpoints:
         if self.latest.latest_step() == step:
             return step
         for manager, item in ((self.latest, state), (self.best, state.best_params)):
-            if not manager.save(step, args=ocp.args.StandardSave(item)):
+            try:
+                saved = manager.save(step, args=ocp.args.StandardSave(item))
+            except BaseException:
+                self._discard_unfinished(step)
+                raise
+            if not saved:
                 raise InputError(f"{manager.directory}: the checkpoint of step {step} was not saved "
                                  f"(saved steps: {manager.all_steps()})")
         return step
+
+    def _discard_unfinished(self, step: int) -> None:
+        """Removes the temporary folders of a save that failed: on a full disk their space is what
+        ``error.log`` needs, and a later run would find them as debris."""
+        for manager in (self.latest, self.best):
+            for folder in pathlib.Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()

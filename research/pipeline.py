@@ -290,8 +290,8 @@ def record_failure(exc: BaseException) -> str | None:
         return None
     text = "".join(traceback.format_exception(exc))
     if (ckpt := sys.modules.get("research.checkpoints")) and (late := ckpt.late_write_reports()):
-        text += (f"\n{len(late)} other write(s) of the failed checkpoint finished after orbax had closed their "
-                 f"event loop, each reporting:\n{late[0]}")
+        text += ("\nWhat orbax's other writes of the failed checkpoint reported after it had closed their event "
+                 f"loop ({len(late)} reports, each shown once):\n" + "".join(dict.fromkeys(late)))
     try:
         (path / "error.log").write_text(text)
     except OSError:

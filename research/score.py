@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     from research.errors import InputError
 
     logging.set_verbosity(logging.WARNING)
+    from research.checkpoints import keep_closed_loop_reports
+
+    keep_closed_loop_reports()  # a damaged checkpoint's other reads report to a closed event loop
     try:
         run = load_run(path)
         run.score_data(opts["overrides"], name=opts["name"], split=opts["split"],

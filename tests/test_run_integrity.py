@@ -122,6 +122,27 @@ def test_auto_resume_starts_afresh_without_a_checkpoint_and_keeps_the_last_two(t
 
 @pytest.mark.slow
 @pytest.mark.data("ecg5000")
+def test_checkpoint_cadence_keeps_the_last_two_and_resuming_from_an_earlier_one_is_exact(tmp_path):
+    every_two = [a for a in SMALL if not a.startswith("--config.train.checkpoint_every")] + [
+        "--config.train.checkpoint_every=2", "--config.train.epochs=5", f"--config.run.root={tmp_path}",
+        "--config.run.name=c"]
+    proc = run_cli(every_two, env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ecg5000_dense" / "c"
+    for kind in ("latest", "best"):  # saved after epochs 2, 4 and at the end (5)
+        assert sorted(int(p.name) for p in (run / "checkpoints" / kind).iterdir()) == [4 * STEPS, 5 * STEPS]
+    uninterrupted = final_state(run)
+    for kind in ("latest", "best"):  # killed after epoch 4's checkpoint, before the end's
+        shutil.rmtree(run / "checkpoints" / kind / str(5 * STEPS))
+    proc = run_cli([*every_two, "--config.run.resume=True"], env=CPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from epoch 4, step {4 * STEPS}" in proc.stdout
+    assert_bitwise_equal(uninterrupted, final_state(run))
+    assert [json.loads(r)["epoch"] for r in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
 def test_a_damaged_checkpoint_falls_back_to_the_one_before_with_the_same_result(finished, tmp_path):
     run = _copy(finished, tmp_path)
     reference = run_cli([*SMALL, "--config.train.epochs=5", f"--config.run.root={tmp_path}", "--config.run.name=ref"],
@@ -227,6 +248,7 @@ def test_writes_outliving_a_failed_save_are_kept_not_printed(tmp_path):
     import asyncio
     import gc
     import sys
+    import warnings
 
     from research import checkpoints
 
@@ -253,6 +275,19 @@ def test_writes_outliving_a_failed_save_are_kept_not_printed(tmp_path):
     late = checkpoints.late_write_reports()[before:]
     assert len(late) == 1 and late[0].rstrip().endswith("RuntimeError: Event loop is closed"), late
     assert passed_on == [ValueError]
+
+    async def write():
+        pass
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        checkpoints.Checkpoints(tmp_path).close()
+        write()  # a coroutine of the failed save, dropped unawaited
+        gc.collect()
+        warnings.warn("something else", RuntimeWarning)
+    assert checkpoints.late_write_reports()[-1].rstrip().endswith("coroutine 'test_writes_outliving_a_failed_save_are_"
+                                                                 "kept_not_printed.<locals>.write' was never awaited")
+    assert [str(w.message) for w in shown] == ["something else"]
 
 
 def test_a_run_root_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path):
@@ -292,6 +327,7 @@ def test_disk_full_is_one_line_and_leaves_no_empty_run_directory(tmp_path, size,
             assert (run / "log.jsonl").read_text().count("\n") == 1
             assert last.endswith(f": No space left on device (traceback in {run / 'error.log'})"), last
             assert "No space left on device" in (run / "error.log").read_text()
+            assert not list(run.glob("checkpoints/*/*.orbax-checkpoint-tmp*"))  # the failed save's folders
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
