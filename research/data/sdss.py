@@ -35,14 +35,16 @@ DEFAULTS = {
     "norm": "median",  # flux normalisation of each spectrum
     "norm_window": placeholder(tuple),  # (lo, hi) Å of the normalisation; None = the whole spectrum
     "wave_range": placeholder(tuple),  # (lo, hi) Å of the common grid; None = the overlap of the spectra
-    "mask_bits": placeholder(int),  # and_mask bits that mask a pixel; None = the ingestion's default
+    # and_mask bits that mask a pixel. None = any set bit: an and_mask bit is set only when the problem
+    # (no data, bad sky, rejected, ...) hit every exposure of that pixel, so no exposure measured it cleanly
+    "mask_bits": placeholder(int),
     "min_good_fraction": 0.1,  # spectra with fewer unmasked pixels are skipped
     "fill_masked": True,  # interpolate over masked pixels before training
     "train_classes": ("GALAXY",),  # the normal classes
     "holdout_fraction": 0.25,  # of the train classes, kept for the test split (label 0)
-    "split_seed": 0,
+    "split_seed": 0,  # seed of the hold-out permutation
     "n_folds": 0,  # > 1: hold out fold data.fold of n_folds instead (cross-validation)
-    "fold": 0,
+    "fold": 0,  # with n_folds > 1: the fold held out
     "ivar_weighting": False,  # weight the loss by the clipped inverse variance
     "weight_clip": 10.0,  # clip of the inverse-variance weights, in units of their median
 }
@@ -79,6 +81,15 @@ def cached_ingest(folder, cache_dir: pathlib.Path, options: dict, log=print) -> 
             log(f"sdss: ingested {report['n_ingested']}/{report['n_files']} spectra into {out} "
                 f"({report['n_skipped']} skipped, see {ingest_sdss.output_paths(out)['report'].name})")
     return out
+
+
+def skipped_files(npz: pathlib.Path) -> list[str]:
+    """The files the ingestion of ``npz`` skipped, with why (from its report, when there is one)."""
+    report = ingest_sdss.output_paths(npz)["report"]
+    try:
+        return [s["reason"] for s in json.loads(report.read_text()).get("skipped", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def noise_weights(ivar: np.ndarray, mask: np.ndarray, clip: float = 10.0) -> np.ndarray:
@@ -182,5 +193,5 @@ def load(cfg) -> Dataset:
         meta={"source": str(path), "train_classes": list(train_classes),
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
               "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue,
-              "score_only": bool(cfg.score_only)},
+              "score_only": bool(cfg.score_only), "skipped": skipped_files(path)},
     )
