@@ -22,23 +22,6 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def mute_stderr() -> int:
-    """Sends what is still printed to stderr (threads of a failed checkpoint write) to /dev/null; returns a
-    descriptor of the real stderr for the one error line."""
-    sys.stderr.flush()
-    real = os.dup(2)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    return real
-
-
-def fail_hard(message: str, stderr: int) -> None:
-    """``error: <message>`` on ``stderr`` and exit 2 at once, skipping the interpreter shutdown in which
-    the threads of a failed write would print again."""
-    sys.stdout.flush()
-    os.write(stderr, f"error: {message}\n".encode())
-    os._exit(2)
-
-
 def first_line(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -109,7 +109,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
             plots.roc_curve(labels, errors["test"], rundir.plot_path("roc.png"))
 
     if config.analyses:
-        ctx = RunContext(config=config, dataset=ds, run=rundir, recon_test=recon, errors=errors, scaler=scaler)
+        ctx = RunContext(config=config, dataset=ds, run=rundir, recon_test=recon, errors=errors, scaler=scaler,
+                         trainer=trainer, params=params)
         summary["analyses"] = run_analyses(config.analyses, ctx)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)

@@ -9,11 +9,12 @@ the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jp
 
 from __future__ import annotations
 
-import difflib
+import inspect
 
 import numpy as np
+from ml_collections.config_dict import placeholder
 
-from research.errors import InputError
+from research.config import check_block, field_type
 from research.paths import SDSS_CACHE
 from research.regions import DETECTORS, check_method, detect, detector, json_number, uses_ivar
 from research.regions.plots import find_image, plot_spectrum
@@ -21,13 +22,13 @@ from research.regions.registry import PREPROCESS, params_of
 from research.regions.residuals import preprocess
 from research.rundir import unique_path, write_json
 
-CONFIG_BLOCK = "regions"  # the config block this analysis reads; check() refuses keys no one declared
+CONFIG_BLOCK = "regions"  # the config block this analysis reads, declared by defaults()
 OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
     "method": ("window", "the region detector: a name in research/regions/registry.py DETECTORS"),
     "only_anomalous": (False, "figures only for the flagged spectra"),
     "sample_n": (0, "figures for a seeded sample of this many of the selected spectra; 0 = all"),
     "seed": (0, "seed of that sample"),
-    "image_dir": (None, "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
+    "image_dir": (placeholder(str), "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
 }
 
 
@@ -38,6 +39,17 @@ def declared() -> dict[str, tuple]:
     for name in DETECTORS:
         keys.update(detector(name).schema())
     return keys
+
+
+def defaults() -> dict:
+    """The schema of ``config.regions`` (:func:`research.config.base_config` adds it, :func:`research.config.check`
+    refuses other keys): every :func:`declared` key at its default, a ``None`` default as a typed placeholder."""
+    types = {}
+    for name in DETECTORS:
+        keywords = inspect.signature(detector(name).detect).parameters
+        types.update({k: field_type(keywords[k].annotation) for k in detector(name).params})
+    return {k: placeholder(types.get(k, object)) if default is None else default
+            for k, (default, _) in declared().items()}
 
 
 def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) -> np.ndarray:
@@ -53,12 +65,7 @@ def check(config) -> str:
     ``config.regions`` is unknown."""
     cfg = config.get("regions") or {}
     method = check_method(cfg.get("method") or "window")
-    known = declared()
-    for key in cfg:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean {'regions.' + close[0]!r}?)" if close else ""
-            raise InputError(f"config key regions.{key}: unknown key{hint}")
+    check_block("regions.", cfg, defaults())
     return method
 
 
