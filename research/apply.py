@@ -192,7 +192,9 @@ class Run:
         overrides = {**(overrides or {}), **{f"data.{k}": v for k, v in data.items()}}
         if split not in ("test", "all"):
             raise InputError(f"--split: {split!r} is not 'test' or 'all'")
-        config = self.data_config({**(overrides or {}), **({"data.score_only": True} if split == "all" else {})})
+        # new data: every sample of it (no data.limit of a smoke run), through the loader's scoring mode
+        new = {"data.score_only": True, "data.limit": 0} if split == "all" else {}
+        config = self.data_config({**new, **(overrides or {})})
         ds = load_splits(config, log or (lambda *a: None), validation=split == "test")
         if split == "all" and not ds.meta.get("score_only"):  # a loader without a scoring mode: both splits
             n_train = len(ds.train["x"])

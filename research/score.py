@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     from absl import logging
 
     from research.apply import load_run
-    from research.cli import describe, fail_hard, mute_stderr
+    from research.cli import describe
     from research.errors import InputError
 
     logging.set_verbosity(logging.WARNING)
@@ -84,10 +84,23 @@ def main(argv: list[str] | None = None) -> None:
         run = load_run(path)
         run.score_data(opts["overrides"], name=opts["name"], split=opts["split"],
                        refit_threshold=opts["refit_threshold"])
-    except InputError as exc:  # at once, stderr muted: orbax's threads would print their shutdown noise
-        fail_hard(str(exc), mute_stderr())
+    except InputError as exc:
+        _exit_now(str(exc))
     except Exception as exc:  # disk full, permission denied, device memory: one line too
-        fail_hard(describe(exc, str(path)), mute_stderr())
+        _exit_now(describe(exc, str(path)))
+
+
+def _exit_now(message: str) -> None:
+    """``error: <message>`` and exit 2 at once, stderr muted first: the reader threads of a damaged
+    checkpoint would print their tracebacks during the interpreter's shutdown."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    real = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    os.write(real, f"error: {message}\n".encode())
+    os._exit(2)
 
 
 if __name__ == "__main__":

@@ -209,3 +209,38 @@ def test_sdss_renamed_files_in_several_folders(data_dir, tmp_path):
             j = ref["ids"].tolist().index(sid)
             assert np.array_equal(split["mask"][row], ref["mask"][j])
     assert len(sdss.fits_files(f"{tmp_path}/*/*.fit*")) == 5
+
+
+# ---- score modes (data.score_only, set by research.score): every sample of the new files, labelled --------
+
+@pytest.mark.data("ecg5000")
+def test_ecg5000_score_mode_reads_every_row_of_the_given_files(ecg, data_dir):
+    y_train, x_train, y_test, x_test = ecg
+    folder = data_dir / "ecg5000"
+    ds = load_dataset(ml_collections.ConfigDict(dict(name="ecg5000", score_only=True,
+                                                     path=f"{folder / 'ECG5000_TEST.txt'},{folder / '*TRAIN.txt'}")))
+    assert len(ds.train["x"]) == 0 and np.array_equal(ds.test["x"], np.concatenate([x_test, x_train]))
+    assert np.array_equal(ds.test_labels, np.concatenate([y_test, y_train]) != 1)
+    assert ds.test_ids[0] == "ECG5000_TEST_0" and ds.test_ids[-1] == f"ECG5000_TRAIN_{len(y_train) - 1}"
+
+
+@pytest.mark.data("fsdd")
+def test_fsdd_score_mode_takes_recordings_of_speakers_never_seen(data_dir, tmp_path):
+    rec = data_dir / "fsdd" / "recordings"
+    for src, dst in (("6_lucas_3", "6_theo_0"), ("2_lucas_3", "2_theo_1"), ("6_lucas_4", "six by theo")):
+        shutil.copy(rec / f"{src}.wav", tmp_path / f"{dst}.wav")
+    ds = load_dataset(ml_collections.ConfigDict(dict(name="fsdd", n_bins=128, score_only=True, path=str(tmp_path))))
+    assert ds.test_ids == ["2_theo_1", "6_theo_0"] and ds.test_labels.tolist() == [1, 0] and len(ds.train["x"]) == 0
+    expected, _ = fsdd.amplitude_spectrum(fsdd.read_wav(rec / "6_lucas_3.wav"), 8192, 128)
+    assert np.allclose(ds.test["x"][1], expected)
+    assert ds.meta["skipped"] == ["six by theo.wav: name is not digit_speaker_index.wav"]
+
+
+@pytest.mark.data("rf_iq", "rf_formats")
+def test_rf_score_mode_labels_the_runs_normal_devices_0_and_reads_coco(data_dir):
+    path = f"{data_dir / 'rf_formats' / 'ask.coco'},{data_dir / 'rf_iq' / 'esaver.complex16s'}"
+    ds = load_dataset(ml_collections.ConfigDict(dict(name="rf", path=path, score_only=True, max_frames_per_device=0)))
+    stats = ds.meta["sources"]
+    assert {s: v["role"] for s, v in stats.items()} == {"ask": "anomaly", "esaver": "normal"}
+    assert len(ds.train["x"]) == 0 and len(ds.test["x"]) == stats["ask"]["active"] + stats["esaver"]["active"]
+    assert int(ds.test_labels.sum()) == stats["ask"]["active"]

@@ -74,6 +74,36 @@ def test_cli_rescoring_the_test_file_reproduces_the_runs_scores_and_leaves_the_r
     assert _hashes(ecg_run) == before
 
 
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_cli_new_ucr_file_as_an_argument_scores_as_the_run_did(ecg_run, data_dir):
+    proc = _score_cli("--run", str(ecg_run), str(data_dir / "ecg5000" / "ECG5000_TEST.txt"), "--name=file")
+    assert proc.returncode == 0, proc.stderr
+    new, old = _rows(ecg_run / "scores" / "file" / "scores.csv"), _rows(ecg_run / "scores.csv")
+    assert [r["id"] for r in new] == [f"ECG5000_TEST_{i}" for i in range(4500)]
+    assert [(r["score"], r["flag"], r["label"]) for r in new] == [(r["score"], r["flag"], r["label"]) for r in old]
+
+
+@pytest.mark.slow
+@pytest.mark.data("rf_iq", "rf_formats")
+def test_cli_rf_run_scores_a_coco_capture_and_a_known_device_as_in_the_run(tmp_path, data_dir):
+    c = load_config(str(REPO / "experiments" / "rf.py:dense"))
+    c.train.epochs = 1
+    c.analyses = ()
+    del c.baselines
+    c.data.max_frames_per_device = 200
+    run, _ = _train(c, tmp_path)
+    proc = _score_cli(f"--run={run}", str(data_dir / "rf_formats" / "ask.coco"),
+                      str(data_dir / "rf_iq" / "esaver.complex16s"), "--name=new")
+    assert proc.returncode == 0, proc.stderr
+    old = {r["id"]: r for r in _rows(run / "scores.csv")}
+    new = _rows(run / "scores" / "new" / "scores.csv")
+    assert {r["id"].rsplit("_", 1)[0] for r in new} == {"ask", "esaver"}
+    assert all(r["label"] == ("1" if r["id"].startswith("ask") else "0") for r in new)
+    shared = [r for r in new if r["id"] in old]
+    assert shared and all(r["score"] == old[r["id"]]["score"] for r in shared)  # the same frames, the same scores
+
+
 @pytest.fixture(scope="module")
 def arrays_loaded(arrays_run):
     return research.load_run(arrays_run)
@@ -139,6 +169,14 @@ def test_cli_bad_input_is_one_line(args, message):
 def test_cli_missing_new_data_is_one_line(arrays_run, tmp_path):
     proc = _score_cli(f"--run={arrays_run}", f"--data.path={tmp_path / 'none.csv'}")
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'none.csv'}: no such file or folder"
+
+
+@pytest.mark.slow
+@pytest.mark.data("ecg5000")
+def test_cli_unknown_data_key_is_one_line_with_did_you_mean(arrays_run, data_dir):
+    proc = _score_cli(f"--run={arrays_run}", str(data_dir / "ecg5000" / "ECG5000_TEST.txt"), "--data.lable_column=0")
+    assert proc.returncode == 2
+    assert proc.stderr == "error: config key data.lable_column: unknown key (did you mean 'data.label_column'?)\n"
 
 
 @pytest.mark.slow

@@ -153,6 +153,7 @@ def load(cfg) -> Dataset:
     if both := set(train_speakers) & set(test_speakers):
         raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
 
+    score_only = bool(cfg.score_only)  # research.score: every recording, label 1 = not the digit
     train, test, skipped, files = [], [], [], {}
     speakers_seen = set()
     for path in wav_files(folder):
@@ -162,7 +163,9 @@ def load(cfg) -> Dataset:
             continue
         d, speaker, _ = parsed
         speakers_seen.add(speaker)
-        if speaker in train_speakers and d == digit:
+        if score_only:
+            target = test
+        elif speaker in train_speakers and d == digit:
             target = train
         elif speaker in test_speakers and (d == digit or d in anomaly_digits):
             target = test
@@ -178,17 +181,19 @@ def load(cfg) -> Dataset:
             continue
         target.append((path.stem, int(d != digit), spectrum))
         files[path.stem] = str(path)
-    for speaker in train_speakers + test_speakers:
+    for speaker in () if score_only else train_speakers + test_speakers:
         if speaker not in speakers_seen:
             raise InputError(f"config key data.train_speakers/test_speakers: no recordings of {speaker!r} in "
                              f"{folder} (speakers: {sorted(speakers_seen)})")
-    if not train:
+    if not train and not score_only:
         raise InputError(f"{folder}: no digit-{digit} recordings of {train_speakers}")
     if not test:
-        raise InputError(f"{folder}: no test recordings of {test_speakers}")
+        raise InputError(f"{folder}: no " + ("readable recordings named digit_speaker_index.wav" if score_only
+                                             else f"test recordings of {test_speakers}"))
 
     seed, limit = int(cfg.split_seed), cfg.limit
-    train_split = limit_rows({"x": np.stack([s for _, _, s in train]).astype(np.float32)}, limit, seed)
+    train_split = limit_rows({"x": np.stack([s for _, _, s in train]).astype(np.float32) if train
+                              else np.zeros((0, n_bins), np.float32)}, limit, seed)
     test_split = limit_rows({"x": np.stack([s for _, _, s in test]).astype(np.float32),
                              "label": np.array([y for _, y, _ in test], np.int32),
                              "row": np.arange(len(test))}, limit, seed)
@@ -202,5 +207,5 @@ def load(cfg) -> Dataset:
         axis_label="frequency (Hz)",
         meta={"folder": str(folder), "files": {i: files[i] for i, _, _ in test}, "digit": digit, "train_speakers": list(train_speakers),
               "test_speakers": list(test_speakers), "anomaly_digits": list(anomaly_digits),
-              "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped},
+              "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped, "score_only": score_only},
     )

@@ -75,12 +75,12 @@ DEFAULTS = {
     "zip_path": "",  # a zip from `python -m data_prep.rf frames`; empty = frame the I/Q folder
     "frame_length": 256,  # FFT length of a frame
     "hop": 128,  # samples between frame starts
-    "window": "hann",
+    "window": "hann",  # scipy.signal.get_window name of the FFT window
     "db": True,  # features in dB above the noise floor, else amplitude over sqrt(floor)
     "floor_db": -30.0,  # clip dB features below this
     "sample_rate": 1e6,  # only labels the frequency axis
     "device_pattern": placeholder(str),  # regex on a capture's name, group 'device'; None = the name is the device
-    "normal_devices": NORMAL_DEVICES,
+    "normal_devices": NORMAL_DEVICES,  # devices whose active frames are normal (train, and label 0 in the test)
     "anomaly_devices": ANOMALY_DEVICES,  # empty = every other device
     "idle_noise": True,  # idle frames of the normal devices' training blocks join the training set
     "active_db": 10.0,  # a frame this far above the floor is active
@@ -89,7 +89,7 @@ DEFAULTS = {
     "block": 16,  # frames per time block of the train/test split
     "test_fraction": 0.25,  # seeded fraction of the blocks held out for the test
     "max_frames_per_device": 0,  # cap per device (0 = all)
-    "split_seed": 0,
+    "split_seed": 0,  # seed of the block split and the per-device caps
 }
 
 def _frames(cfg) -> tuple[dict[str, np.ndarray], dict]:

@@ -46,9 +46,9 @@ DEFAULTS = {
     "fill_masked": True,  # interpolate over masked pixels before training
     "train_classes": ("GALAXY",),  # the normal classes
     "holdout_fraction": 0.25,  # of the train classes, kept for the test split (label 0)
-    "split_seed": 0,
+    "split_seed": 0,  # seed of the hold-out permutation
     "n_folds": 0,  # > 1: hold out fold data.fold of n_folds instead (cross-validation)
-    "fold": 0,
+    "fold": 0,  # with n_folds > 1: the fold held out
     "zwarning_ok": True,  # leave out ordinary spectra with ZWARNING != 0 (their rest frame is not trusted)
     "n_train": 0,  # > 0: a seeded subset of that many training spectra (learning curves)
     "ivar_weighting": False,  # weight the loss by the clipped inverse variance
@@ -90,6 +90,15 @@ def cached_ingest(sources, cache_dir: pathlib.Path, options: dict, log=print) ->
             log(f"sdss: ingested {report['n_ingested']}/{report['n_files']} spectra into {out} "
                 f"({report['n_skipped']} skipped, see {ingest_sdss.output_paths(out)['report'].name})")
     return out
+
+
+def skipped_files(npz: pathlib.Path) -> list[str]:
+    """The files the ingestion of ``npz`` skipped, with why (from its report, when there is one)."""
+    report = ingest_sdss.output_paths(npz)["report"]
+    try:
+        return [s["reason"] for s in json.loads(report.read_text()).get("skipped", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def noise_weights(ivar: np.ndarray, mask: np.ndarray, clip: float = 10.0) -> np.ndarray:
@@ -210,5 +219,5 @@ def load(cfg) -> Dataset:
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
               "n_zwarning_dropped": int((~usable).sum()),
               "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue,
-              "score_only": bool(cfg.score_only)},
+              "score_only": bool(cfg.score_only), "skipped": skipped_files(path)},
     )
