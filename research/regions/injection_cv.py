@@ -28,10 +28,13 @@ import numpy as np
 from research.paths import REPO_ROOT, SDSS_CACHE
 from research.regions import injection
 from research.regions.injection_eval import SEED_DETECTOR, held_out_part, load_config, select, train_or_load
-from research.regions.residuals import detrend
+from research.regions.residuals import detrend, model_error, with_model_error
 
 MATCHED = {"method": "matched_filter", "scales": (4, 8, 16, 32, 64), "overall_anomaly_threshold": 0.3}
-GRID = [{**MATCHED, "significance": s, "merge_gap": g} for s in (5.0, 6.0, 8.0, 10.0) for g in (16, 32)]
+# the model error (research/regions/residuals.py model_error) added to the noise: its quantile over the
+# fold's training galaxies, 0 = off
+GRID = [{**MATCHED, "significance": s, "merge_gap": g, "model_error_quantile": q}
+        for q in (0.0, 0.5, 0.75, 0.9) for s in (5.0, 6.0, 8.0, 10.0) for g in (16, 32)]
 
 
 def log(msg):
@@ -62,11 +65,25 @@ def fold_scores(config, fold, args) -> dict:
 class Evaluation:
     """Injections into the held-out galaxies of some parts (folds), each reconstructed by its own model."""
 
-    def __init__(self, parts, copies, width):
-        self.parts, self.copies, self.width = parts, copies, width
+    def __init__(self, parts, copies, width, error_width=5):
+        self.parts, self.copies, self.width, self.error_width = parts, copies, width, error_width
         self.x, self.ivar, self.mask, self.clean = (np.concatenate([p[k] for p in parts])
                                                     for k in ("x", "ivar", "mask", "recon"))
         self.clean_detrended = detrend(self.x, self.clean, self.mask, width, self.ivar)
+        self.ivars = {0.0: self.ivar}
+
+    def ivar_for(self, quantile: float) -> np.ndarray:
+        """The held-out galaxies' ivar with each fold's model error (that quantile over its training
+        galaxies' detrended residuals) added to the noise; 0 = the noise alone."""
+        if quantile not in self.ivars:
+            rows = []
+            for p in self.parts:
+                c = p["calibration"]
+                recon = detrend(c["x"], c["recon"], c["mask"], self.width, c["ivar"])
+                sigma = model_error(c["x"], recon, c["mask"], c["ivar"], quantile, self.error_width)
+                rows.append(with_model_error(p["ivar"], sigma))
+            self.ivars[quantile] = np.concatenate(rows)
+        return self.ivars[quantile]
 
     def trials(self, amplitudes, seed, detrended=True):
         trials = injection.concat_trials([injection.make_trials(p["x"], p["ivar"], p["mask"], p["reconstruct"], amplitudes,
@@ -79,10 +96,16 @@ class Evaluation:
 
     def score(self, trials, detector, detrended=True):
         clean = self.clean_detrended if detrended else self.clean
-        return injection.score_trials(trials, self.x, self.ivar, self.mask, clean, detector)
+        detector, ivar = self._split(detector)
+        return injection.score_trials(trials, self.x, ivar, self.mask, clean, detector)
+
+    def _split(self, detector):
+        detector = dict(detector)
+        return detector, self.ivar_for(float(detector.pop("model_error_quantile", 0.0) or 0.0))
 
     def clean_regions(self, detector, ids):
-        regions = injection.detect(self.x, self.clean_detrended, self.mask, self.ivar, detector)
+        detector, ivar = self._split(detector)
+        regions = injection.detect(self.x, self.clean_detrended, self.mask, ivar, detector)
         return {ids[i]: int((regions.spectrum == i).sum()) for i in range(len(self.x))}
 
 
@@ -102,7 +125,8 @@ def run(args) -> dict:
     fresh_raw, fresh = ev.trials(amplitudes, args.seed, detrended=False), ev.trials(amplitudes, args.seed)
     ids = [i for p in parts for i in p["ids"]]
     config_detector = {**MATCHED, "significance": float(config.regions.significance),
-                       "merge_gap": int(config.regions.merge_gap)}
+                       "merge_gap": int(config.regions.merge_gap),
+                       "model_error_quantile": float(config.regions.model_error_quantile)}
     cv = {"n_held": len(ids), "n_train": [p["n_train"] for p in parts],
           "seed_rule": ev.score(fresh_raw, SEED_DETECTOR, detrended=False), "default": ev.score(fresh, config_detector)}
     for k, ranking in ranked.items():
@@ -151,8 +175,9 @@ def markdown(res: dict, command: str) -> str:
               "| detector | " + " | ".join(f"{a:g}σ" for a in amps) + " | regions per clean spectrum |",
               "|---|" + "---|" * (len(amps) + 1)]
     named = [("seed window rule", cv["seed_rule"], None), ("config detector", cv["default"], None)]
-    named += [(f"tuned for {k.split('_', 1)[1]}: {v['params']['significance']:g}σ, gap {v['params']['merge_gap']}",
-               v["rows"], None) for k, v in cv.items() if k.startswith("tuned_")]
+    named += [(f"tuned for {k.split('_', 1)[1]}: {v['params']['significance']:g}σ, gap {v['params']['merge_gap']}, "
+               f"model error q {v['params'].get('model_error_quantile', 0):g}", v["rows"], None)
+              for k, v in cv.items() if k.startswith("tuned_")]
     for name, rows, _ in named:
         lines.append(f"| {name} | " + " | ".join(_cell(_all(rows, a)) for a in amps)
                      + f" | {_all(rows, amps[0])['clean_regions_per_spectrum']:.2f} |")
