@@ -160,8 +160,8 @@ TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_thresho
     (":seed", [], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
     (":seed", TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
     ("", [], {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
-    ("", ["--config.regions.model_error_quantile=0.75"], {"method": "matched_filter", "significance": 8.0}),
-], ids=["seed", "tuned", "matched_filter", "model_error"])
+    ("", ["--config.regions.model_error_quantile=0.0"], {"method": "matched_filter", "significance": 8.0}),
+], ids=["seed", "tuned", "matched_filter", "no_model_error"])
 def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, variant, overrides, detector):
     import json
 
@@ -180,7 +180,7 @@ def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, variant, overrides
     assert meta["seed"] == 1 and {k: meta["detector"][k] for k in detector} == detector
     assert meta["detrend_width"] == (201 if overrides or not variant else 0)
     assert summary["n_flagged"] == len(meta["flagged"])
-    assert meta["model_error_quantile"] == (0.75 if overrides and not variant else 0.0)
+    assert meta["model_error_quantile"] == (0.0 if variant or overrides else 0.75)
     for entry in meta["flagged"]:
         assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)
         for region in entry["regions"]:  # named by the nearest line (the observed frame needs the redshift)

@@ -118,10 +118,14 @@ def run(args) -> dict:
         latent.append(fold_scores(config, fold, args))
         log(f"fold {fold}: {latent[-1]['roc_auc']} ({time.time() - t0:.0f} s)")
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
-    ev = Evaluation(parts, args.copies, args.detrend)
+    error_width = int(config.regions.model_error_width)
+    ev = Evaluation(parts, args.copies, args.detrend, error_width)
     tune = ev.trials([5.0], args.tune_seed)
-    ranked = {k: sorted(((select(ev.score(tune, d), 5.0, k), d) for d in GRID), key=lambda t: t[0], reverse=True)
+    scored = [(ev.score(tune, d), d) for d in GRID]
+    ranked = {k: sorted(((select(rows, 5.0, k), d) for rows, d in scored), key=lambda t: t[0], reverse=True)
               for k in ("precision", "precision_new")}
+    ranked["precision_at_recall"] = sorted(((recall_first(rows, 5.0), d) for rows, d in scored),
+                                           key=lambda t: t[0], reverse=True)
     fresh_raw, fresh = ev.trials(amplitudes, args.seed, detrended=False), ev.trials(amplitudes, args.seed)
     ids = [i for p in parts for i in p["ids"]]
     config_detector = {**MATCHED, "significance": float(config.regions.significance),
@@ -133,11 +137,10 @@ def run(args) -> dict:
         best = ranking[0][1]
         cv[f"tuned_{k}"] = {"params": best, "rows": ev.score(fresh, best), "clean_regions": ev.clean_regions(best, ids)}
     log(f"cross-validation scored ({time.time() - t0:.0f} s)")
-    detectors = {"default": config_detector, "tuned_precision": cv["tuned_precision"]["params"],
-                 "tuned_precision_new": cv["tuned_precision_new"]["params"]}
+    detectors = {"default": config_detector, **{k: cv[k]["params"] for k in cv if k.startswith("tuned_")}}
 
     def curve_point(part):
-        single = Evaluation([part], args.copies, args.detrend)
+        single = Evaluation([part], args.copies, args.detrend, error_width)
         trials = single.trials([5.0], args.seed)
         return {"n_train": part["n_train"], **{name: single.score(trials, d) for name, d in detectors.items()}}
 
@@ -149,6 +152,14 @@ def run(args) -> dict:
         log(f"curve n_train={n} scored ({time.time() - t0:.0f} s)")
     return {"folds": args.folds, "copies": args.copies, "amplitudes": amplitudes, "epochs": config.train.epochs,
             "cv": cv, "curve": curve, "latent": latent}
+
+
+def recall_first(rows, amplitude: float) -> tuple:
+    """Ranking of a setting: recall >= 0.9 first, then strict precision, then recall (the best precision a
+    researcher gets while finding nine features in ten)."""
+    r = _all(rows, amplitude)
+    p = 0.0 if np.isnan(r["precision"]) else r["precision"]
+    return (r["recall"] >= 0.9, p, r["recall"])
 
 
 def _all(rows, amplitude):
@@ -172,6 +183,10 @@ def markdown(res: dict, command: str) -> str:
         values = [f["roc_auc"][key] for f in res["latent"]]
         lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} |")
     lines += ["", "## Injections (all feature kinds): P / P_new / R / IoU", "",
+              "Matched filter on the residual detrended over 201 px; grid: significance 5/6/8/10σ, merge gap 16/32 px, "
+              "model error (its quantile over each fold's training galaxies, added to the noise) off/0.5/0.75/0.9; "
+              "tuned on injection seed 0 (5σ), reported on seed 1. Tuned for precision / precision_new: target met, "
+              "then recall; for precision_at_recall: recall >= 0.9, then strict precision.", "",
               "| detector | " + " | ".join(f"{a:g}σ" for a in amps) + " | regions per clean spectrum |",
               "|---|" + "---|" * (len(amps) + 1)]
     named = [("seed window rule", cv["seed_rule"], None), ("config detector", cv["default"], None)]
@@ -181,11 +196,12 @@ def markdown(res: dict, command: str) -> str:
     for name, rows, _ in named:
         lines.append(f"| {name} | " + " | ".join(_cell(_all(rows, a)) for a in amps)
                      + f" | {_all(rows, amps[0])['clean_regions_per_spectrum']:.2f} |")
+    curve_names = [k for k in next(iter(res["curve"].values())) if k != "n_train"]
     lines += ["", "## Learning curve (fold 0's held-out galaxies, 5σ): P / P_new / R / IoU", "",
-              "| training galaxies | config detector | tuned for precision | tuned for precision_new |", "|---|---|---|---|"]
+              "| training galaxies | " + " | ".join(n.replace("tuned_", "tuned for ") if n != "default" else "config detector"
+                                                    for n in curve_names) + " |", "|---|" + "---|" * len(curve_names)]
     for n, point in sorted(res["curve"].items(), key=lambda t: t[1]["n_train"]):
-        lines.append(f"| {point['n_train']} ({n}) | " + " | ".join(_cell(_all(point[d], 5.0)) for d in
-                                                                  ("default", "tuned_precision", "tuned_precision_new")) + " |")
+        lines.append(f"| {point['n_train']} ({n}) | " + " | ".join(_cell(_all(point[d], 5.0)) for d in curve_names) + " |")
     return "\n".join(lines) + "\n"
 
 
