@@ -40,6 +40,7 @@ def base_config(data: str | None = None, model: str | None = None, analyses=()) 
     c.data.val_fraction = 0.1  # seeded fraction of the normal training rows held out; 0 = validate on train
     c.data.scaling = "none"  # none | minmax | standard | global_minmax | global_standard, fitted on train
     c.data.limit = 0  # max rows per split (0 = all)
+    c.data.score_only = False  # set by research.score: every sample read into the test split, nothing trained
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "dense"  # research/models/__init__.py MODELS; its keys are the module's fields

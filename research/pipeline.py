@@ -288,8 +288,12 @@ def record_failure(exc: BaseException) -> str | None:
     path = _current.get("path")
     if path is None or not path.is_dir():
         return None
+    text = "".join(traceback.format_exception(exc))
+    if (ckpt := sys.modules.get("research.checkpoints")) and (late := ckpt.late_write_reports()):
+        text += (f"\n{len(late)} other write(s) of the failed checkpoint finished after orbax had closed their "
+                 f"event loop, each reporting:\n{late[0]}")
     try:
-        (path / "error.log").write_text("".join(traceback.format_exception(exc)))
+        (path / "error.log").write_text(text)
     except OSError:
         return None
     return str(path / "error.log")

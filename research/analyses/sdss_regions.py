@@ -24,6 +24,7 @@ from research.regions.registry import PREPROCESS, params_of
 from research.regions.residuals import detrend, model_error, preprocess
 from research.rundir import unique_path, write_json
 
+MODEL_ERROR_FILE = "model_error.npy"  # the calibrated model error per pixel, in the run directory
 CONFIG_BLOCK = "regions"  # the config block this analysis reads, declared by defaults()
 OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
     "method": ("window", "the region detector: a name in research/regions/registry.py DETECTORS"),
@@ -88,6 +89,24 @@ def check(config) -> str:
     return method
 
 
+def find_regions(config, x, recon, mask, ivar, axis, model_sigma=None):
+    """The regions the configured detector finds in spectra ``x`` against their reconstructions
+    (unscaled), with the reconstruction and ivar it compared them with; ``research.load_run`` uses this too.
+    ``model_sigma``: the model error per pixel (:func:`calibrated_model_error`), needed when
+    ``regions.model_error_quantile`` is set."""
+    cfg = dict(config.get("regions") or {})
+    method = check(config)
+    ivar = ivar if uses_ivar(method, cfg.get("noise_units")) else None
+    if cfg.get("model_error_quantile") and model_sigma is None:
+        raise InputError("config key regions.model_error_quantile: needs the model error calibrated on the "
+                         f"training spectra ({MODEL_ERROR_FILE} of a run trained with it; 0 = off)")
+    # baseline-corrected reconstruction (smooth misfit removed), model error and local noise scale (all
+    # off at 0); the figures show this reconstruction, the one the detector compares with
+    recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
+                             int(cfg.get("noise_width") or 0), model_sigma if cfg.get("model_error_quantile") else None)
+    return detect(x, recon, mask, axis, method=method, ivar=ivar, **params_of(method, cfg)), recon, ivar
+
+
 def run(ctx) -> dict:
     cfg = dict(ctx.config.get("regions") or {})
     ds = ctx.dataset
@@ -96,17 +115,14 @@ def run(ctx) -> dict:
     if ctx.scaler is not None and getattr(ctx.scaler, "method", "none") != "none":
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
-    method = check(ctx.config)
-    ivar = ds.test.get("ivar") if uses_ivar(method, cfg.get("noise_units")) else None
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
     model_sigma = None
-    if cfg.get("model_error_quantile") and ivar is not None:
+    if cfg.get("model_error_quantile"):
         model_sigma = calibrated_model_error(ctx, detrend_width, float(cfg["model_error_quantile"]),
                                              int(cfg.get("model_error_width") or 1))
-    # baseline-corrected reconstruction (smooth misfit removed), model error and local noise scale (all
-    # off at 0); the figures show this reconstruction, the one the detector compares with
-    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width, model_sigma)
-    regions = detect(x, recon, mask, ds.axis, method=method, ivar=ivar, **params_of(method, cfg))
+        if ctx.run.writer:  # research.load_run's .regions() detects with it too
+            np.save(ctx.run.path / MODEL_ERROR_FILE, model_sigma)
+    regions, recon, ivar = find_regions(ctx.config, x, recon, mask, ds.test.get("ivar"), ds.axis, model_sigma)
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
     catalogue = ds.meta.get("catalogue", {})

@@ -1,8 +1,8 @@
 """SDSS spectra: the ingested common-grid flux with pixel masks, split by spectral class.
 
 ``cfg.path`` names an ingested ``.npz`` (from ``python -m data_prep.sdss``), or FITS folders/files
-(one path or a list; globs allowed); unset, the folders ``cfg.folders`` under the data root (default
-``sdss``). All FITS files are ingested together, once, into ``cfg.cache_dir`` (default ``cache/sdss``,
+(comma-separated or a list; globs allowed; any file names); unset, the folders ``cfg.folders`` under
+the data root (default ``sdss``). All FITS files are ingested together, once, into ``cfg.cache_dir`` (default ``cache/sdss``,
 keyed by the files and the ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
@@ -18,7 +18,6 @@ filled by interpolation (``fill_masked``, default True) so the input has no arti
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import pathlib
@@ -29,6 +28,7 @@ from ml_collections.config_dict import placeholder
 from research.config import with_defaults
 from research.data import Dataset, check_finite, limit_rows
 from research.data import sdss_fits as ingest_sdss
+from research.data.sources import expand
 from research.errors import InputError
 from research.paths import SDSS_CACHE, dataset_dir
 
@@ -66,29 +66,22 @@ def ingest_options(cfg) -> dict:
             "mask_bits": cfg.mask_bits, "min_good_fraction": float(cfg.min_good_fraction)}
 
 
-def input_files(sources) -> list[pathlib.Path]:
-    """The FITS files of one path or a list of paths (folders, files or glob patterns), in order."""
-    files = []
-    for source in [sources] if isinstance(sources, (str, pathlib.Path)) else list(sources):
-        source = str(pathlib.Path(source).expanduser())
-        matches = sorted(glob.glob(source)) if glob.has_magic(source) else [source]
-        if not matches:
-            raise InputError(f"{source}: no file or folder matches")
-        for match in matches:
-            found = ingest_sdss.find_files(match)
-            if not found:
-                raise InputError(f"{match}: no SDSS FITS files (*.fits, *.fit) found")
-            files += found
-    return files
+def fits_files(sources) -> list[pathlib.Path]:
+    """FITS files of a folder, or of several folders/files/globs (comma-separated or a sequence)."""
+    if isinstance(sources, pathlib.Path) and sources.is_dir():
+        return ingest_sdss.find_files(sources)
+    return expand(sources, ingest_sdss.FITS_SUFFIXES)
 
 
 INGEST_VERSION = 2  # 2: header ids with objid fallback, zwarning column, bad-data mask bits by default
 
 
 def cached_ingest(sources, cache_dir: pathlib.Path, options: dict, log=print) -> pathlib.Path:
-    """The ingested npz for the FITS files of ``sources`` with ``options``, ingesting only when no cache
-    entry matches."""
-    files = input_files(sources)
+    """The ingested npz for the FITS files of ``sources`` (see :func:`fits_files`) with ``options``,
+    ingesting only when no cache entry matches."""
+    files = fits_files(sources)
+    if not files:
+        raise InputError(f"{sources}: no SDSS FITS files found")
     key = json.dumps({"files": [(str(f.resolve()), f.stat().st_size, int(f.stat().st_mtime)) for f in files],
                       "options": options, "version": INGEST_VERSION}, sort_keys=True, default=str)
     out = pathlib.Path(cache_dir) / f"sdss_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
@@ -171,20 +164,24 @@ def load(cfg) -> Dataset:
     if cfg.zwarning_ok and "zwarning" in cat:
         usable = ~normal | (cat["zwarning"] == 0)
         normal &= usable
-    if not normal.any():
+    if cfg.score_only:  # research.score: every spectrum, in catalogue order
+        train_idx, test_idx = np.zeros(0, int), np.arange(len(ids))
+        usable = np.ones(len(classes), bool)
+    elif not normal.any():
         raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {path} "
                          f"(classes present: {sorted(set(classes))})")
-    rng = np.random.default_rng(int(cfg.split_seed))
-    normal_idx = rng.permutation(np.flatnonzero(normal))
-    held = _held_out(normal_idx, cfg, train_classes)
-    train_idx = np.setdiff1d(normal_idx, held)
-    n_train = int(cfg.n_train or 0)
-    if n_train < 0:
-        raise InputError(f"config key data.n_train: {n_train} must be >= 0 (0 = every training spectrum)")
-    if n_train:
-        train_idx = np.random.default_rng(int(cfg.split_seed) + 1).permutation(train_idx)[:n_train]
-    train_idx = np.sort(train_idx)
-    test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal & usable)]))
+    else:
+        rng = np.random.default_rng(int(cfg.split_seed))
+        normal_idx = rng.permutation(np.flatnonzero(normal))
+        held = _held_out(normal_idx, cfg, train_classes)
+        train_idx = np.setdiff1d(normal_idx, held)
+        n_train = int(cfg.n_train or 0)
+        if n_train < 0:
+            raise InputError(f"config key data.n_train: {n_train} must be >= 0 (0 = every training spectrum)")
+        if n_train:
+            train_idx = np.random.default_rng(int(cfg.split_seed) + 1).permutation(train_idx)[:n_train]
+        train_idx = np.sort(train_idx)
+        test_idx = np.sort(np.concatenate([held, np.flatnonzero(~normal & usable)]))
 
     weights = noise_weights(ivar, mask, float(cfg.weight_clip)) if cfg.ivar_weighting else None
 
@@ -204,11 +201,13 @@ def load(cfg) -> Dataset:
         train=train, test=test,
         test_labels=(~normal[test_rows]).astype(np.int32),
         test_ids=[ids[i] for i in test_rows],
+        train_ids=[ids[i] for i in train_rows],
         kind="1d", axis=arrays["wavelength"].astype(np.float64),
         axis_label="observed wavelength (Å)" if str(arrays.get("frame", "observed")) == "observed"
         else "rest wavelength (Å)",
         meta={"source": str(path), "frame": str(arrays.get("frame", "observed")), "train_classes": list(train_classes),
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
               "n_zwarning_dropped": int((~usable).sum()),
-              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue},
+              "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue,
+              "score_only": bool(cfg.score_only)},
     )
