@@ -158,7 +158,7 @@ class Run:
         """Anomalous regions of spectra ``x`` (on the run's grid, ``self.axis``; or a split dict from
         :meth:`read`) by the run's detector (``config.regions``, keys overridable here): a
         :class:`research.regions.Regions` (``.scores``, ``.flags``, ``.regions_of(i)``)."""
-        from research.analyses.sdss_regions import MODEL_ERROR_FILE, find_regions
+        from research.analyses.sdss_regions import find_regions
 
         if isinstance(x, dict):
             x, mask, ivar = x["x"], x.get("mask", mask), x.get("ivar", ivar)
@@ -168,13 +168,17 @@ class Run:
         for key, value in overrides.items():
             set_key(config, f"regions.{key}", value)
         axis = self.axis if self.axis is not None else np.arange(x.shape[1], dtype=np.float64)
-        model_error = pathlib.Path(self.path) / MODEL_ERROR_FILE  # calibrated by the run (sdss_regions)
-        if model_error.is_file() and config.regions.get("model_error_quantile") not in (
-                0, 0.0, None, self.config.regions.get("model_error_quantile")):
-            raise InputError(f"regions.model_error_quantile: {model_error} holds the run's quantile "
-                             f"({self.config.regions.get('model_error_quantile')}); 0 turns it off")
-        model_sigma = np.load(model_error) if model_error.is_file() else None
-        return find_regions(config, x, self.reconstruct(x, mask), mask, ivar, axis, model_sigma)[0]
+        if config.regions.get("model_error_quantile") not in (0, 0.0, None, self.config.regions.get("model_error_quantile")):
+            raise InputError(f"regions.model_error_quantile: run {self.path} calibrated the model error with "
+                             f"{self.config.regions.get('model_error_quantile')}; 0 turns it off")
+        return find_regions(config, x, self.reconstruct(x, mask), mask, ivar, axis, self.model_error())[0]
+
+    def model_error(self) -> np.ndarray | None:
+        """The model error per pixel that the run's region analysis calibrated on its training spectra."""
+        from research.analyses.sdss_regions import MODEL_ERROR_FILE
+
+        path = pathlib.Path(self.path) / MODEL_ERROR_FILE
+        return np.load(path) if path.is_file() else None
 
     # ---- new data through the run's own loader ----------------------------------------------
     def data_config(self, overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -268,7 +272,7 @@ class Run:
 
             ds.test = {**ds.test, "x": data["x"]}
             ctx = RunContext(config=config, dataset=ds, run=out, recon_test=recon, errors={"test": scores},
-                             scaler=self.scaler)
+                             scaler=self.scaler, model_error=self.model_error())
             summary["analyses"] = run_analyses(analyses, ctx)
         summary["output"] = str(out.path)
         out.write_json("scoring.json", summary)

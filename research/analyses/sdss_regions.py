@@ -116,8 +116,8 @@ def run(ctx) -> dict:
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
-    model_sigma = None
-    if cfg.get("model_error_quantile"):
+    model_sigma = ctx.model_error
+    if cfg.get("model_error_quantile") and model_sigma is None:
         model_sigma = calibrated_model_error(ctx, detrend_width, float(cfg["model_error_quantile"]),
                                              int(cfg.get("model_error_width") or 1))
         if ctx.run.writer:  # research.load_run's .regions() detects with it too
