@@ -16,6 +16,7 @@ every sample of the new data, labelled where the loader knows normal from anomal
 
 from __future__ import annotations
 
+import os
 import sys
 
 from research.cli import fail, parse_value
@@ -59,7 +60,6 @@ def parse(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     opts = parse(sys.argv[1:] if argv is None else argv)
-    import os
     import pathlib
 
     path = pathlib.Path(opts["run"]).expanduser()  # the cheap checks, before JAX is imported
@@ -73,18 +73,27 @@ def main(argv: list[str] | None = None) -> None:
     from absl import logging
 
     from research.apply import load_run
-    from research.cli import describe, fail_hard, mute_stderr
+    from research.cli import describe
     from research.errors import InputError
 
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.FATAL)  # orbax reports a damaged checkpoint at ERROR too; one line here
     try:
         run = load_run(path)
         run.score_data(opts["overrides"], name=opts["name"], split=opts["split"],
                        refit_threshold=opts["refit_threshold"])
-    except InputError as exc:  # at once, stderr muted: orbax's threads would print their shutdown noise
-        fail_hard(str(exc), mute_stderr())
+    except InputError as exc:
+        _fail_now(str(exc))
     except Exception as exc:  # disk full, permission denied, device memory: one line too
-        fail_hard(describe(exc, str(path)), mute_stderr())
+        _fail_now(describe(exc, str(path)))
+
+
+def _fail_now(message: str) -> None:
+    """``error: <message>`` and exit 2 at once, before orbax's threads of a failed restore print their
+    shutdown reports."""
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    os._exit(2)
 
 
 if __name__ == "__main__":
