@@ -198,7 +198,8 @@ def test_sdss_renamed_files_in_several_folders(data_dir, tmp_path):
         shutil.copy(data_dir / "sdss" / n, tmp_path / ("a" if i < 3 else "b") / f"object {i}{n[n.index('.'):]}")
     direct = sdss_fits.ingest([data_dir / "sdss" / n for n in names], tmp_path / "direct.npz")
     cfg = ml_collections.ConfigDict(dict(name="sdss", path=f"{tmp_path / 'a'},{tmp_path / 'b' / '*.fits'}",
-                                         cache_dir=str(tmp_path / "cache"), holdout_fraction=0.0, limit=0))
+                                         cache_dir=str(tmp_path / "cache"), holdout_fraction=0.0, limit=0,
+                                         zwarning_ok=False))  # keep the DR7 galaxy whose ZWARNING is 4608
     ds = load_dataset(cfg)
     ref, _ = sdss_fits.load_ingested(tmp_path / "direct.npz")
     assert direct["n_ingested"] == 5
