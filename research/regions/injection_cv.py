@@ -55,7 +55,7 @@ def fold_scores(config, fold, args) -> dict:
     first = jax.tree_util.tree_map(lambda a: a[0], params)
     test = {k: ds.test[k] for k in ("x", "mask", "weights") if k in ds.test}
     error = np.asarray(trainer.errors(params, trainer.put(test)))[0]
-    density = LatentDensity().fit(latent_codes(trainer.model, first, ds.train["x"]))
+    density = LatentDensity(**config.latent.to_dict()).fit(latent_codes(trainer.model, first, ds.train["x"]))
     score = density.score(latent_codes(trainer.model, first, ds.test["x"]))
     return {"labels": ds.test_labels.tolist(), "ids": ds.test_ids, "error": error.tolist(), "density": score.tolist(),
             "components": f"{density.covariance_type} x {density.n_components}",
