@@ -6,8 +6,9 @@ find anomalous wavelength regions in every test spectrum (analysis ``sdss_region
 spectra by the density of their latent codes too (analysis ``latent_density``). Variants
 (``sdss_cnn_skip.py:<variant>``; none = default):
 
-* ``default``: the matched filter on the detrended residual (significance in noise sigma of the summed
-  residual, research/regions/matched_filter.py; tuned by ``python -m research.regions.injection_eval``).
+* ``default``: the matched filter on the detrended residual (significance in sigma of the summed residual,
+  research/regions/matched_filter.py), the model's own error at each pixel, calibrated on the training
+  galaxies, added to the noise; tuned by ``python -m research.regions.injection_cv``.
 * ``seed``: the seed system as it was: ``sdss/`` only, observed frame, any and_mask bit masked, the
   window rule (window 50, 95th percentile, range factor 1.5, overall 0.3) on the raw residual.
 
@@ -63,12 +64,16 @@ def get_config(arg=None):
     c.threshold.percentile = 95.0
     c.threshold.fit_on = "train"
 
-    # the matched filter's settings chosen by the injection evaluation (with detrend_width=201)
+    # the matched filter's settings chosen by the cross-validated injection evaluation (research/regions/
+    # injection_cv.py: the best strict precision at recall >= 0.9 on its tuning injections): the residual
+    # detrended over 201 px, the model's error at each pixel (0.75 quantile over the training galaxies)
+    # added to the noise, 8 sigma, runs within 32 px joined
     c.regions.method = "matched_filter"
     c.regions.scales = (4, 8, 16, 32, 64)
     c.regions.significance = 8.0
     c.regions.merge_gap = 32
     c.regions.detrend_width = 201
+    c.regions.model_error_quantile = 0.75
     if arg == "seed":
         c.data.folders = ("sdss",)
         c.data.frame = "observed"
@@ -82,4 +87,5 @@ def get_config(arg=None):
         c.regions.range_mismatch_factor = 1.5
         c.regions.overall_anomaly_threshold = 0.3
         c.regions.detrend_width = 0
+        c.regions.model_error_quantile = 0.0
     return c

@@ -57,7 +57,10 @@ def _restore(directory: pathlib.Path, like, params_of=lambda tree: tree) -> Any:
     shape differs from the model's, or any other failure, is one line."""
     if not directory.is_dir():
         raise InputError(f"{directory}: no checkpoint (the run did not finish, or was trained elsewhere)")
+    from research.checkpoints import _keep_closed_loop_reports
+
     abstract = jax_tree_abstract(like)
+    _keep_closed_loop_reports()  # a failed read's leftover threads report "Event loop is closed" after it
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # orbax warns that a read-only manager will not save
     sys.stderr.flush()
@@ -168,7 +171,17 @@ class Run:
         for key, value in overrides.items():
             set_key(config, f"regions.{key}", value)
         axis = self.axis if self.axis is not None else np.arange(x.shape[1], dtype=np.float64)
-        return find_regions(config, x, self.reconstruct(x, mask), mask, ivar, axis)[0]
+        if config.regions.get("model_error_quantile") not in (0, 0.0, None, self.config.regions.get("model_error_quantile")):
+            raise InputError(f"regions.model_error_quantile: run {self.path} calibrated the model error with "
+                             f"{self.config.regions.get('model_error_quantile')}; 0 turns it off")
+        return find_regions(config, x, self.reconstruct(x, mask), mask, ivar, axis, self.model_error())[0]
+
+    def model_error(self) -> np.ndarray | None:
+        """The model error per pixel that the run's region analysis calibrated on its training spectra."""
+        from research.analyses.sdss_regions import MODEL_ERROR_FILE
+
+        path = pathlib.Path(self.path) / MODEL_ERROR_FILE
+        return np.load(path) if path.is_file() else None
 
     # ---- new data through the run's own loader ----------------------------------------------
     def data_config(self, overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -264,7 +277,7 @@ class Run:
 
             ds.test = {**ds.test, "x": data["x"]}
             ctx = RunContext(config=config, dataset=ds, run=out, recon_test=recon, errors={"test": scores},
-                             scaler=self.scaler)
+                             scaler=self.scaler, model_error=self.model_error())
             summary["analyses"] = run_analyses(analyses, ctx)
         summary["output"] = str(out.path)
         out.write_json("scoring.json", summary)

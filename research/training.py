@@ -32,6 +32,7 @@ from research.config import base_config, check_value, complete
 from research.errors import InputError
 
 Data = Mapping[str, Any]  # {'x': (N, ...), optional 'mask' and 'weights' of the same shape}
+MODEL_KEYS = ("x", "mask", "weights")  # what the device gets; other per-row arrays (ivar) stay for analyses
 
 
 @flax.struct.dataclass
@@ -190,7 +191,7 @@ class Trainer:
         def place(a):
             a = np.asarray(a)
             return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
-        return {k: place(v) for k, v in data.items() if v is not None}
+        return {k: place(v) for k, v in data.items() if v is not None and k in MODEL_KEYS}
 
     def _split_batch(self, a: jnp.ndarray) -> jnp.ndarray:
         if self.mesh.devices.size == 1:

@@ -34,6 +34,7 @@ class RunContext:
     scaler: Any = None
     trainer: Any = None  # research.training.Trainer (its ``model``), for analyses that run parts of the model
     params: Any = None  # the scored parameters, leading member axis
+    model_error: Any = None  # sdss_regions: the model error the training run calibrated (scoring new data)
 
 
 def _module(name: str):

@@ -7,7 +7,8 @@ keyed by the files and the ingestion options), so later runs only read the npz.
 
 The training split holds ordinary spectra of ``cfg.train_classes`` (default galaxies) minus a
 seeded ``holdout_fraction`` of them (or fold ``fold`` of ``n_folds``); the test split holds that
-hold-out (label 0) plus every spectrum of another class (label 1). With ``cfg.zwarning_ok`` (default
+hold-out (label 0) plus every spectrum of another class (label 1); both carry ``ivar`` (the model trains
+on ``x``, ``mask`` and ``weights`` only). With ``cfg.zwarning_ok`` (default
 True) an ordinary spectrum whose ZWARNING is not 0 is left out of both splits: its redshift, and so its
 rest frame, is not to be trusted. ``cfg.n_train`` > 0 keeps a seeded subset of that many training
 spectra (learning curves; the held-out spectra do not change). ``test['ivar']`` (normalised-flux inverse variance) travels
@@ -193,17 +194,15 @@ def load(cfg) -> Dataset:
 
     weights = noise_weights(ivar, mask, float(cfg.weight_clip)) if cfg.ivar_weighting else None
 
-    def split(idx, with_ivar=False):
-        d = {"x": flux[idx], "mask": mask[idx], "index": idx}
+    def split(idx):
+        d = {"x": flux[idx], "mask": mask[idx], "ivar": ivar[idx], "index": idx}
         if weights is not None:
             d["weights"] = weights[idx]
-        if with_ivar:
-            d["ivar"] = ivar[idx]
         d = limit_rows(d, cfg.limit, int(cfg.split_seed))
         return d, d.pop("index")
 
     train, train_rows = split(train_idx)
-    test, test_rows = split(test_idx, with_ivar=True)
+    test, test_rows = split(test_idx)
     columns = [c for c in ingest_sdss.CATALOGUE_COLUMNS if c in cat and c not in ("index", "id")]
     catalogue = {ids[i]: {c: (cat[c][i].item() if hasattr(cat[c][i], "item") else cat[c][i]) for c in columns}
                  for i in np.concatenate([train_rows, test_rows])}
@@ -215,7 +214,7 @@ def load(cfg) -> Dataset:
         kind="1d", axis=arrays["wavelength"].astype(np.float64),
         axis_label="observed wavelength (Å)" if str(arrays.get("frame", "observed")) == "observed"
         else "rest wavelength (Å)",
-        meta={"source": str(path), "train_classes": list(train_classes),
+        meta={"source": str(path), "frame": str(arrays.get("frame", "observed")), "train_classes": list(train_classes),
               "train_ids": [ids[i] for i in train_rows], "n_train": int(len(train_rows)),
               "n_zwarning_dropped": int((~usable).sum()),
               "n_test": int(len(test_rows)), "ivar_weighting": weights is not None, "catalogue": catalogue,

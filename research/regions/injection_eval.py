@@ -124,8 +124,11 @@ def held_out_part(config, fold, args) -> dict:
         return np.asarray(recon)[0]
 
     x = ds.test["x"][normal]
+    # the training and validation galaxies as the model reconstructs them: calibration of the model error
+    calibration = {k: np.concatenate([ds.train[k], ds.val[k]]) for k in ("x", "ivar", "mask")}
     return {"x": x, "ivar": ds.test["ivar"][normal], "mask": ds.test["mask"][normal], "ids": ids,
-            "n_train": len(ds.train["x"]), "reconstruct": reconstruct, "recon": reconstruct(x)}
+            "n_train": len(ds.train["x"]), "reconstruct": reconstruct, "recon": reconstruct(x),
+            "calibration": {**calibration, "recon": reconstruct(calibration["x"])}}
 
 
 def select(rows: list[dict], amplitude: float, key: str = "precision") -> tuple:
