@@ -29,6 +29,12 @@ def member_metrics(member_errors: dict, labels: np.ndarray, th) -> dict:
 def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dict:
     """Runs one experiment; returns the summary that is also written to ``metrics.json``."""
     config = resolve(config)
+    data_format = config.data.get("format", "memory")
+    if data_format not in ("memory", "sharded"):
+        raise InputError(f"config key data.format: {data_format!r} is not 'memory' or 'sharded'")
+    if data_format == "sharded":
+        from research import stream_run
+        return stream_run.run(config, should_stop=should_stop, log=log)
     scoring.check_normalizer(config.score.normalize)
     scoring.check_threshold(config.threshold)
     check_analyses(config)

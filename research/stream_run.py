@@ -1,0 +1,230 @@
+"""One run on sharded spectra (``data.format='sharded'``): stream-train, stream-score, regions, figures.
+
+The same experiment as the in-memory path, for data that does not fit in memory: ``data.path`` names
+a merged shard folder (``python -m data_prep.sdss --format shards``). The splits come from the
+catalogue alone (as :mod:`research.data.sdss` makes them: ``train_classes``, ``holdout_fraction`` or
+``n_folds``/``fold``, then ``data.val_fraction``), training is :func:`research.streaming.fit_stream`,
+and scoring is :func:`research.stream_score.score_split`. Writes ``config.json``, ``run.json``,
+``log.jsonl``, ``metrics.json``, ``scores/scores-*.parquet`` and ``scores/regions-*.parquet`` (each
+process its own rows), and figures of the ``regions.top_n`` highest scores and a seeded sample of
+``regions.sample_n`` test spectra.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+from research import scoring, stream_score
+from research.data import stream
+from research.data import limit_rows
+from research.data.sdss import _held_out
+from research.data.shards import Shards
+from research.errors import InputError
+from research.metrics import classification_metrics
+from research.models import build_model
+from research.regions import check_method, uses_ivar
+from research.rundir import RunDir, git_info
+from research.spectrum_plots import plot_spectrum
+from research.streaming import StreamCheckpoints, StreamingTrainer, fit_stream
+from research.training import Trainer
+
+DETECTOR_KEYS = {"window": ("window_size", "percentile_threshold", "range_mismatch_factor", "overall_anomaly_threshold",
+                            "threshold_scope", "abs_threshold", "rel_threshold", "chunk_size"),
+                 "matched_filter": ("scales", "significance", "local_scale_block", "min_coverage",
+                                    "merge_gap", "overall_anomaly_threshold", "chunk_size")}
+
+
+def splits(ds: Shards, data_cfg, seed: int) -> dict[str, np.ndarray]:
+    """Catalogue rows of train / val / test (and every row's label), chosen as the in-memory SDSS loader,
+    the validation split and ``data.limit`` choose them."""
+    train_classes = tuple(str(c).upper() for c in (data_cfg.get("train_classes") or ("GALAXY",)))
+    classes = np.char.upper(ds.column("class").astype(str))
+    normal = np.isin(classes, train_classes)
+    if not normal.any():
+        raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {ds.folder}")
+    normal_idx = np.random.default_rng(int(data_cfg.get("split_seed", 0))).permutation(np.flatnonzero(normal))
+    held = _held_out(normal_idx, data_cfg, train_classes)
+    limit, split_seed = data_cfg.get("limit"), int(data_cfg.get("split_seed", 0))
+    train = limit_rows({"i": np.sort(np.setdiff1d(normal_idx, held))}, limit, split_seed)["i"]
+    test = limit_rows({"i": np.sort(np.concatenate([held, np.flatnonzero(~normal)]))}, limit, split_seed)["i"]
+    fraction = float(data_cfg.get("val_fraction", 0.1))
+    if fraction <= 0:
+        val = train
+    else:
+        n_val = max(1, int(round(fraction * len(train))))
+        if n_val >= len(train):
+            raise InputError(f"config key data.val_fraction: {fraction} leaves no training rows (of {len(train)})")
+        perm = np.random.default_rng(seed).permutation(len(train))
+        train, val = train[perm[n_val:]], train[perm[:n_val]]
+    train, val = (limit_rows({"i": a}, limit, seed)["i"] for a in (train, val))
+    if limit and len(test) > limit:
+        test = test[np.sort(np.random.default_rng(seed).choice(len(test), limit, replace=False))]
+    return {"train": train, "val": val, "test": test, "labels": (~normal).astype(np.int32)}
+
+
+def check_config(config) -> None:
+    """The keys the streaming path cannot honour, as one-line errors before any work."""
+    if config.data.get("scaling", "none") != "none":
+        raise InputError("config key data.scaling: the sharded path streams spectra as stored; use 'none'")
+    if not config.data.get("path"):
+        raise InputError("config key data.path: the merged shard folder is required with data.format='sharded'")
+    scope = (config.get("regions") or {}).get("threshold_scope", "spectrum")
+    if config.get("analyses") and scope != "spectrum":
+        raise InputError("config key regions.threshold_scope: only 'spectrum' streams (one batch at a time)")
+
+
+def run(config, should_stop=None, log=print) -> dict:
+    t_start = time.time()
+    check_config(config)
+    ds = Shards(config.data.path)
+    rows = splits(ds, config.data, config.seed)
+    tc = config.train
+    lead = jax.process_index() == 0
+    rundir = RunDir(config.run.root, config.experiment, config.run.name, writer=lead)
+    if lead:
+        log(f"run directory: {rundir.path}")
+    rundir.write_json("config.json", json.loads(config.to_json_best_effort()))
+    steps = len(rows["train"]) // tc.batch_size
+    if steps == 0:
+        raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
+                         f"{len(rows['train'])} training rows")
+    trainer = Trainer.from_config(build_model(config.model), tc, steps)
+    seeds = [config.seed + i for i in range(tc.ensemble_size)]
+    rundir.write_json("run.json", {
+        "seeds": seeds, "git": git_info(), "argv": sys.argv, "python": platform.python_version(),
+        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "data": {"source": str(ds.folder), "format": "sharded"},
+        **{f"n_{k}": int(len(rows[k])) for k in ("train", "val", "test")}})
+
+    weight_clip = float(config.data.get("weight_clip", 10.0)) if config.data.get("ivar_weighting") else None
+    prepare = stream.Prepare(fill_masked=bool(config.data.get("fill_masked", True)), weight_clip=weight_clip,
+                             keep=("index",))
+    workers = int(config.data.get("workers", 0))
+    st = StreamingTrainer(trainer, steps)
+    ckpt = StreamCheckpoints(rundir.checkpoints)
+    state = trainer.init(seeds, (ds.n_pixels,))
+    history = []
+
+    def on_epoch(s, metrics):
+        record = {"epoch": int(np.asarray(s.epoch)[0]), "train_loss": metrics["train_loss"].tolist(),
+                  "val_loss": metrics["val_loss"].tolist(), "time": round(time.time() - t_train, 3)}
+        history.append(record)
+        rundir.append_jsonl("log.jsonl", record)
+
+    t_train = time.time()
+    state, finished = fit_stream(st, state, ds.source(rows["train"]), ds.source(rows["val"]), prepare,
+                                 seed=config.seed, epochs=tc.epochs, chunk=int(config.data.get("chunk", 8)),
+                                 workers=workers, ckpt=ckpt, resume=bool(config.run.resume),
+                                 checkpoint_every=int(tc.checkpoint_every), on_epoch=on_epoch,
+                                 should_stop=should_stop)
+    train_seconds = time.time() - t_train
+    if not finished:
+        ckpt.close()
+        step = int(np.asarray(state.step)[0])
+        if lead:
+            log(f"stopped at step {step} (epoch {int(np.asarray(state.epoch)[0])}); checkpoint saved, resume with "
+                f"--config.run.name={rundir.path.name} --config.run.resume=True")
+        return {"stopped_at_epoch": int(np.asarray(state.epoch)[0]), "stopped_at_step": step,
+                "run_dir": str(rundir.path)}
+    ckpt.close()
+    params = state.best_params if tc.use_best else state.params
+    return score_and_report(config, ds, rows, trainer, params, rundir, state, history, train_seconds, t_start, lead)
+
+
+def regions_params(config) -> dict | None:
+    """The detector's keyword arguments from ``config.regions`` (None when the run has no regions analysis)."""
+    if "sdss_regions" not in tuple(config.get("analyses") or ()):
+        return None
+    cfg = dict(config.get("regions") or {})
+    method = check_method(cfg.get("method") or "window")
+    params = {k: cfg[k] for k in DETECTOR_KEYS[method] if cfg.get(k) is not None}
+    return {"method": method, "detrend_width": int(cfg.get("detrend_width") or 0),
+            "noise_width": int(cfg.get("noise_width") or 0), **params}
+
+
+def score_and_report(config, ds, rows, trainer, params, rundir, state, history, train_seconds, t_start, lead):
+    th, normalize = config.threshold, config.score.normalize
+    rcfg = regions_params(config)
+    needs_ivar = rcfg is not None and uses_ivar(rcfg["method"], (config.get("regions") or {}).get("noise_units"))
+    weight_clip = float(config.data.get("weight_clip", 10.0)) if config.data.get("ivar_weighting") else None
+    fill = bool(config.data.get("fill_masked", True))
+    prepare = stream.Prepare(fill_masked=fill, weight_clip=weight_clip, keep=("index",))
+    test_prepare = stream.Prepare(fill_masked=fill, weight_clip=weight_clip,
+                                  keep=("index", "ivar") if needs_ivar else ("index",))
+    fit_rows = rows[th.fit_on]
+    fit = stream_score.fit_scores(trainer, params, ds.source(fit_rows), prepare, normalize)
+    thr = scoring.threshold(fit, th.method, th.k, th.percentile)
+    ids = ds.column("id")
+    axis = 10.0 ** ds.loglam
+    out = rundir.path / "scores"
+    regions_cfg = dict(config.get("regions") or {})
+    top_n = int(regions_cfg.get("top_n", 10)) if rcfg is not None else 0
+    result = stream_score.score_split(trainer, params, ds.source(rows["test"]), test_prepare, out, threshold=thr,
+                                      normalize=normalize, ids=ids, labels=rows["labels"], axis=axis,
+                                      regions_cfg=rcfg)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("scores written")  # every process's parts are on disk
+    table = stream_score.read_parts(out, columns=["index", "score", "flag", "label"]
+                                    + (["region_flag", "n_regions"] if rcfg is not None else []))
+    labels, scores = table.column("label").to_numpy(), table.column("score").to_numpy()
+    index = table.column("index").to_numpy()
+    summary = {
+        "experiment": config.experiment, "run_dir": str(rundir.path), "format": "sharded",
+        "threshold": {"value": thr, "method": th.method, "fit_on": th.fit_on, "k": th.k, "percentile": th.percentile,
+                      "exact": True, "n_fit": int(len(fit))},
+        "n_flagged": int(table.column("flag").to_numpy().sum()), "n_test": table.num_rows,
+        "mean_error": {th.fit_on: float(fit.mean()), "test": float(scores.mean())},
+        "train": {"epochs": int(np.asarray(state.epoch)[0]), "seconds": round(train_seconds, 2),
+                  "final_train_loss": history[-1]["train_loss"] if history else None,
+                  "final_val_loss": history[-1]["val_loss"] if history else None,
+                  "best_val_loss": np.asarray(state.best_val).tolist(),
+                  "best_epoch": np.asarray(state.best_epoch).tolist()},
+        "seeds": [config.seed + i for i in range(config.train.ensemble_size)],
+        "outputs": {"scores": [str(out / f) for f in result["score_files"]],
+                    "regions": [str(out / f) for f in result["region_files"]]},
+    }
+    if len(np.unique(labels)) == 2:
+        summary["test"] = classification_metrics(labels, scores, thr)
+    if rcfg is not None:
+        top = index[np.lexsort((index, -scores))[:top_n]]  # highest scores, ties by catalogue row
+        summary["regions"] = {"n_spectra": table.num_rows, "n_flagged": int(table.column("region_flag").to_numpy().sum()),
+                              "n_regions": int(table.column("n_regions").to_numpy().sum()),
+                              "top": [str(ids[i]) for i in top]}
+        sample_n = int(regions_cfg.get("sample_n") or 0)
+        sample = np.sort(np.random.default_rng(int(regions_cfg.get("seed", 0))).choice(
+            rows["test"], min(sample_n, len(rows["test"])), replace=False)) if sample_n else np.zeros(0, np.int64)
+        chosen = np.asarray(sorted(set(top.tolist()) | set(sample.tolist())), np.int64)
+        summary["regions"]["sampled_ids"] = [str(ids[i]) for i in sample]
+        if config.plots.enabled and len(chosen):  # every process predicts (collective) and plots its own rows
+            summary["regions"]["figures"] = figures(trainer, params, ds, chosen, test_prepare, thr, rcfg, axis, ids,
+                                                    rundir, normalize)
+    summary["seconds_total"] = round(time.time() - t_start, 2)
+    rundir.write_json("metrics.json", summary)
+    return summary
+
+
+def figures(trainer, params, ds, chosen, prepare, thr, rcfg, axis, ids, rundir, normalize) -> list[str]:
+    """Figures of the chosen catalogue rows only (top scores and the seeded sample): one more small pass."""
+    from research.regions import detect
+    from research.residuals import preprocess
+
+    paths = []
+    params_r = dict(rcfg)
+    dw, nw = int(params_r.pop("detrend_width", 0)), int(params_r.pop("noise_width", 0))
+    cat = {c: ds.column(c) for c in ("class", "z")}
+    for rows, recon, score, _ in stream_score.batches(trainer, params, ds.source(chosen), prepare, normalize):
+        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), dw, nw)
+        regions = detect(rows["x"], r_recon, rows.get("mask"), axis, ivar=r_ivar, **params_r)
+        for j, i in enumerate(rows["index"]):
+            title = (f"{ids[i]}   {cat['class'][i]}   z={float(cat['z'][i]):.4f}   score {score[j]:.4g}"
+                     + ("  [FLAGGED]" if score[j] > thr else ""))
+            paths.append(str(plot_spectrum(rundir.plots / "spectra" / f"spectrum_{ids[i]}.png", axis, rows["x"][j],
+                                           r_recon[j], rows["mask"][j], regions.regions_of(j), title)))
+    return paths
