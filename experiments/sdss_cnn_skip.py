@@ -35,11 +35,6 @@ def get_config():
     c.data.ivar_weighting = True
     c.data.val_fraction = 0.1
     c.data.scaling = "none"  # spectra are already normalised by their median flux
-    # 'sharded': data.path is a merged shard folder (python -m data_prep.sdss --format shards), and the
-    # run streams it (research/stream_run.py); 'memory' holds the dataset on every device
-    c.data.format = "memory"
-    c.data.workers = 0  # grain reading processes of the sharded loader (0 = in this process)
-    c.data.chunk = 8  # batches per compiled scan on the sharded path
 
     c.model.name = "cnn_skip"
     c.model.features = (16, 32, 64, 64)
@@ -91,7 +86,7 @@ def get_config():
     c.regions.noise_width = 0
     c.regions.only_anomalous = False
     c.regions.sample_n = 0  # 0 = every selected spectrum
-    c.regions.top_n = 10  # sharded path: figures of the top_n highest scores plus the sample_n sample
+    c.regions.top_n = 10  # data.format=sharded: figures of the top_n highest scores plus the sample_n sample
     c.regions.seed = 0
     c.regions.image_dir = ml_collections.config_dict.placeholder(str)  # SDSS cutouts <id>.jpg
     c.regions.chunk_size = 256

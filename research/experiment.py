@@ -11,7 +11,7 @@ import numpy as np
 from research import pipeline, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
-from research.data import prepare_data
+from research.data import check_format, prepare_data
 from research.metrics import classification_metrics
 from research.training import check_train_config
 
@@ -29,16 +29,14 @@ def member_metrics(member_errors: dict, labels: np.ndarray, th) -> dict:
 def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dict:
     """Runs one experiment; returns the summary that is also written to ``metrics.json``."""
     config = resolve(config)
-    data_format = config.data.get("format", "memory")
-    if data_format not in ("memory", "sharded"):
-        raise InputError(f"config key data.format: {data_format!r} is not 'memory' or 'sharded'")
-    if data_format == "sharded":
-        from research import stream_run
-        return stream_run.run(config, should_stop=should_stop, log=log)
     scoring.check_normalizer(config.score.normalize)
     scoring.check_threshold(config.threshold)
     check_analyses(config)
     check_train_config(config.train)
+    if check_format(config) == "sharded":
+        from research import stream_run
+
+        return stream_run.run(config, should_stop=should_stop, log=log)
     pipeline.check(config)
     t_start = time.time()
     ds, scaler = prepare_data(config, log)

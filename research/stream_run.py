@@ -1,44 +1,33 @@
-"""One run on sharded spectra (``data.format='sharded'``): stream-train, stream-score, regions, figures.
+"""The ``reconstruction`` runner on sharded spectra (``data.format='sharded'``): splits, streamed
+scoring, regions and figures around the one training pipeline.
 
 The same experiment as the in-memory path, for data that does not fit in memory: ``data.path`` names
 a merged shard folder (``python -m data_prep.sdss --format shards``). The splits come from the
 catalogue alone (as :mod:`research.data.sdss` makes them: ``train_classes``, ``holdout_fraction`` or
-``n_folds``/``fold``, then ``data.val_fraction``), training is :func:`research.streaming.fit_stream`,
-and scoring is :func:`research.stream_score.score_split`. Writes ``config.json``, ``run.json``,
-``log.jsonl``, ``metrics.json``, ``scores/scores-*.parquet`` and ``scores/regions-*.parquet`` (each
-process its own rows), and figures of the ``regions.top_n`` highest scores and a seeded sample of
-``regions.sample_n`` test spectra.
+``n_folds``/``fold``, then ``data.val_fraction``); training is :func:`research.pipeline.train` given
+:class:`research.data.stream.Stream` rows (run directory, lock, ``run.json``, resume, checkpoints and
+stop signals are the pipeline's), and scoring is :func:`research.stream_score.score_split`. Writes
+``metrics.json``, ``scores/scores-*.parquet`` and ``scores/regions-*.parquet`` (each process its own
+rows), and figures of the ``regions.top_n`` highest scores and a seeded sample of ``regions.sample_n``
+test spectra.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
 import time
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from research import scoring, stream_score
-from research.data import stream
-from research.data import limit_rows
+from research import pipeline, scoring, stream_score
+from research.data import limit_rows, stream
 from research.data.sdss import _held_out
 from research.data.shards import Shards
 from research.errors import InputError
 from research.metrics import classification_metrics
-from research.models import build_model
 from research.regions import check_method, uses_ivar
-from research.rundir import RunDir, git_info
-from research.spectrum_plots import plot_spectrum
-from research.streaming import StreamCheckpoints, StreamingTrainer, fit_stream
-from research.training import Trainer
-
-DETECTOR_KEYS = {"window": ("window_size", "percentile_threshold", "range_mismatch_factor", "overall_anomaly_threshold",
-                            "threshold_scope", "abs_threshold", "rel_threshold", "chunk_size"),
-                 "matched_filter": ("scales", "significance", "local_scale_block", "min_coverage",
-                                    "merge_gap", "overall_anomaly_threshold", "chunk_size")}
+from research.regions.registry import params_of
 
 
 def splits(ds: Shards, data_cfg, seed: int) -> dict[str, np.ndarray]:
@@ -71,71 +60,48 @@ def splits(ds: Shards, data_cfg, seed: int) -> dict[str, np.ndarray]:
 
 def check_config(config) -> None:
     """The keys the streaming path cannot honour, as one-line errors before any work."""
-    if config.data.get("scaling", "none") != "none":
+    if config.data.name != "sdss":
+        raise InputError(f"config key data.format: shards exist for SDSS spectra only, not {config.data.name!r}")
+    if config.data.scaling != "none":
         raise InputError("config key data.scaling: the sharded path streams spectra as stored; use 'none'")
-    if not config.data.get("path"):
+    if not config.data.path:
         raise InputError("config key data.path: the merged shard folder is required with data.format='sharded'")
+    if config.train.steps_per_call:
+        raise InputError("config key train.steps_per_call: the sharded path runs data.chunk steps per call; use 0")
     scope = (config.get("regions") or {}).get("threshold_scope", "spectrum")
     if config.get("analyses") and scope != "spectrum":
         raise InputError("config key regions.threshold_scope: only 'spectrum' streams (one batch at a time)")
 
 
+def _prepare(data_cfg, keep=("index",)) -> stream.Prepare:
+    weight_clip = float(data_cfg.weight_clip) if data_cfg.ivar_weighting else None
+    return stream.Prepare(fill_masked=bool(data_cfg.fill_masked), weight_clip=weight_clip, keep=keep)
+
+
 def run(config, should_stop=None, log=print) -> dict:
-    t_start = time.time()
+    """Called by :func:`research.experiment.run` with a resolved, checked config."""
     check_config(config)
+    pipeline.check(config)
+    t_start = time.time()
     ds = Shards(config.data.path)
     rows = splits(ds, config.data, config.seed)
     tc = config.train
-    lead = jax.process_index() == 0
-    rundir = RunDir(config.run.root, config.experiment, config.run.name, writer=lead)
-    if lead:
-        log(f"run directory: {rundir.path}")
-    rundir.write_json("config.json", json.loads(config.to_json_best_effort()))
-    steps = len(rows["train"]) // tc.batch_size
-    if steps == 0:
-        raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the "
-                         f"{len(rows['train'])} training rows")
-    trainer = Trainer.from_config(build_model(config.model), tc, steps)
     seeds = [config.seed + i for i in range(tc.ensemble_size)]
-    rundir.write_json("run.json", {
-        "seeds": seeds, "git": git_info(), "argv": sys.argv, "python": platform.python_version(),
-        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "data": {"source": str(ds.folder), "format": "sharded"},
-        **{f"n_{k}": int(len(rows[k])) for k in ("train", "val", "test")}})
-
-    weight_clip = float(config.data.get("weight_clip", 10.0)) if config.data.get("ivar_weighting") else None
-    prepare = stream.Prepare(fill_masked=bool(config.data.get("fill_masked", True)), weight_clip=weight_clip,
-                             keep=("index",))
-    workers = int(config.data.get("workers", 0))
-    st = StreamingTrainer(trainer, steps)
-    ckpt = StreamCheckpoints(rundir.checkpoints)
-    state = trainer.init(seeds, (ds.n_pixels,))
-    history = []
-
-    def on_epoch(s, metrics):
-        record = {"epoch": int(np.asarray(s.epoch)[0]), "train_loss": metrics["train_loss"].tolist(),
-                  "val_loss": metrics["val_loss"].tolist(), "time": round(time.time() - t_train, 3)}
-        history.append(record)
-        rundir.append_jsonl("log.jsonl", record)
-
-    t_train = time.time()
-    state, finished = fit_stream(st, state, ds.source(rows["train"]), ds.source(rows["val"]), prepare,
-                                 seed=config.seed, epochs=tc.epochs, chunk=int(config.data.get("chunk", 8)),
-                                 workers=workers, ckpt=ckpt, resume=bool(config.run.resume),
-                                 checkpoint_every=int(tc.checkpoint_every), on_epoch=on_epoch,
-                                 should_stop=should_stop)
-    train_seconds = time.time() - t_train
-    if not finished:
-        ckpt.close()
-        step = int(np.asarray(state.step)[0])
-        if lead:
-            log(f"stopped at step {step} (epoch {int(np.asarray(state.epoch)[0])}); checkpoint saved, resume with "
-                f"--config.run.name={rundir.path.name} --config.run.resume=True")
-        return {"stopped_at_epoch": int(np.asarray(state.epoch)[0]), "stopped_at_step": step,
-                "run_dir": str(rundir.path)}
-    ckpt.close()
+    prepare, workers = _prepare(config.data), int(config.data.workers)
+    result = pipeline.train(
+        config, stream.Stream(ds.source(rows["train"]), prepare, workers),
+        stream.Stream(ds.source(rows["val"]), prepare, workers), seeds=seeds, should_stop=should_stop, log=log,
+        run_info={**{f"n_{k}": int(len(rows[k])) for k in ("train", "val", "test")},
+                  "data": {"source": str(ds.folder), "format": "sharded"}})
+    if result.stopped:
+        return {"stopped_at_epoch": result.epochs_done, "stopped_at_step": result.steps_done,
+                "run_dir": str(result.rundir.path), "exit_code": result.exit_code}
+    state = result.state
     params = state.best_params if tc.use_best else state.params
-    return score_and_report(config, ds, rows, trainer, params, rundir, state, history, train_seconds, t_start, lead)
+    summary = score_and_report(config, ds, rows, result.trainer, params, result.rundir, state, result.history,
+                               result.train_seconds, t_start)
+    result.monitor.finish(summary, [])
+    return summary
 
 
 def regions_params(config) -> dict | None:
@@ -144,20 +110,16 @@ def regions_params(config) -> dict | None:
         return None
     cfg = dict(config.get("regions") or {})
     method = check_method(cfg.get("method") or "window")
-    params = {k: cfg[k] for k in DETECTOR_KEYS[method] if cfg.get(k) is not None}
     return {"method": method, "detrend_width": int(cfg.get("detrend_width") or 0),
-            "noise_width": int(cfg.get("noise_width") or 0), **params}
+            "noise_width": int(cfg.get("noise_width") or 0), **params_of(method, cfg)}
 
 
-def score_and_report(config, ds, rows, trainer, params, rundir, state, history, train_seconds, t_start, lead):
+def score_and_report(config, ds, rows, trainer, params, rundir, state, history, train_seconds, t_start) -> dict:
     th, normalize = config.threshold, config.score.normalize
     rcfg = regions_params(config)
     needs_ivar = rcfg is not None and uses_ivar(rcfg["method"], (config.get("regions") or {}).get("noise_units"))
-    weight_clip = float(config.data.get("weight_clip", 10.0)) if config.data.get("ivar_weighting") else None
-    fill = bool(config.data.get("fill_masked", True))
-    prepare = stream.Prepare(fill_masked=fill, weight_clip=weight_clip, keep=("index",))
-    test_prepare = stream.Prepare(fill_masked=fill, weight_clip=weight_clip,
-                                  keep=("index", "ivar") if needs_ivar else ("index",))
+    prepare = _prepare(config.data)
+    test_prepare = _prepare(config.data, ("index", "ivar") if needs_ivar else ("index",))
     fit_rows = rows[th.fit_on]
     fit = stream_score.fit_scores(trainer, params, ds.source(fit_rows), prepare, normalize)
     thr = scoring.threshold(fit, th.method, th.k, th.percentile)
@@ -213,7 +175,8 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
 def figures(trainer, params, ds, chosen, prepare, thr, rcfg, axis, ids, rundir, normalize) -> list[str]:
     """Figures of the chosen catalogue rows only (top scores and the seeded sample): one more small pass."""
     from research.regions import detect
-    from research.residuals import preprocess
+    from research.regions.plots import plot_spectrum
+    from research.regions.residuals import preprocess
 
     paths = []
     params_r = dict(rcfg)

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from research import scoring
 from research.data import stream
 from research.regions import detect
-from research.residuals import preprocess
-from research.streaming import eval_pieces, pad_batch, row_like
+from research.regions.residuals import preprocess
+from research.streaming import eval_pieces, pad_batch
 
 
 def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "none"):
@@ -33,7 +33,7 @@ def batches(trainer, params, source, prepare: stream.Prepare, normalize: str = "
     per_proc = trainer.eval_batch_size // jax.process_count()
     pieces = eval_pieces(len(source), per_proc)
     loader = stream.eval_loader(source, prepare, batch_size=trainer.eval_batch_size)
-    it, like = iter(loader), row_like(source, prepare)
+    it, like = iter(loader), stream.Stream(source, prepare).like()
     sharding = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec("data"))
     lo = jax.process_index() * per_proc
     for _ in range(pieces):

@@ -8,52 +8,58 @@ step keys the in-memory epoch would use, so with the same batch order the parame
 in-memory ones. Ensembles (and ``member_chunk``) share the stream: every member sees the batches
 of the first seed's order (in memory each member shuffles with its own seed).
 
-A stop request is honoured after any chunk, mid-epoch: the train state and the loader's iterator
-state go into one orbax checkpoint, and the resumed run ends with the same parameters.
+:func:`fit_stream` is :func:`research.training.fit` for streamed data, called by
+:func:`research.pipeline.train` when it is given :class:`research.data.stream.Stream` rows: a stop
+request is seen before every chunk, so a run can stop mid-epoch; the train state and the loader's
+iterator state then go into one orbax checkpoint, and the resumed run ends with the same parameters.
 """
 
 from __future__ import annotations
 
-import pathlib
 from typing import Callable
 
-import grain.python as grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from research.data import stream
+from research.errors import InputError
 from research.training import Trainer, TrainState, epoch_keys
 
 
 class StreamingTrainer:
     """Compiled chunk-of-steps, validation-piece and end-of-epoch programs around a :class:`Trainer`."""
 
-    def __init__(self, trainer: Trainer, steps_per_epoch: int):
+    def __init__(self, trainer: Trainer, steps_per_epoch: int, chunk: int = 8):
         if trainer.member_data:
-            raise ValueError("streaming gives every member the same batches (member_data is not supported)")
-        self.trainer, self.steps = trainer, int(steps_per_epoch)
+            raise InputError("config key data.format: streaming gives every member the same batches "
+                             "(a dataset per member needs data.format='in_memory')")
+        self.trainer, self.steps, self.chunk = trainer, int(steps_per_epoch), int(chunk)
         repl = trainer.replicated
         over = trainer._over_members
-        self._chunk = jax.jit(over(self._chunk_single), donate_argnums=0, out_shardings=(repl, repl))
+        self._chunk = jax.jit(over(self._chunk_single), donate_argnums=0, out_shardings=repl)
         self._terms = jax.jit(over(lambda st, batch, ok: trainer.loss_terms_single(st.params, batch, ok)),
                               out_shardings=repl)
-        self._end = jax.jit(jax.vmap(lambda st, total, count: trainer.end_epoch_single(
-            st, total / jnp.maximum(count, 1))), donate_argnums=0, out_shardings=repl)
+        self._end = jax.jit(jax.vmap(self._end_single), donate_argnums=0, out_shardings=repl)
 
-    def _chunk_single(self, state: TrainState, batches, start) -> tuple[TrainState, jnp.ndarray]:
+    def _chunk_single(self, state: TrainState, batches, start) -> TrainState:
         _, keys = epoch_keys(state.seed, state.epoch, self.steps)
-        n = batches["x"].shape[0]
-        keys = jax.lax.dynamic_slice_in_dim(keys, start, n)
+        keys = jax.lax.dynamic_slice_in_dim(keys, start, batches["x"].shape[0])
 
         def body(st, inputs):
             batch, key = inputs
             st, metrics = self.trainer.train_step(st, batch, key)
             return st, metrics["loss"]
 
-        return jax.lax.scan(body, state, (batches, keys))
+        state, losses = jax.lax.scan(body, state, (batches, keys))
+        return state.replace(loss_sum=state.loss_sum + losses.sum())
+
+    def _end_single(self, state: TrainState, total, count) -> tuple[TrainState, dict]:
+        val_loss = total / jnp.maximum(count, 1)
+        train_loss = state.loss_sum / self.steps
+        state = self.trainer.end_epoch_single(state.replace(loss_sum=jnp.zeros_like(state.loss_sum)), val_loss)
+        return state, {"train_loss": train_loss, "val_loss": val_loss}
 
     def global_batch(self, local: dict, stacked: bool) -> dict:
         """Process-local rows (axis 1 if ``stacked`` chunks, else 0) -> global arrays split over ``data``."""
@@ -66,31 +72,24 @@ class StreamingTrainer:
             out[k] = jax.make_array_from_process_local_data(sharding, v, tuple(shape))
         return out
 
-    def train_chunk(self, state: TrainState, batches: list[dict], start: int) -> tuple[TrainState, jnp.ndarray]:
+    def train_chunk(self, state: TrainState, batches: list[dict], start: int) -> TrainState:
         local = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
         return self._chunk(state, self.global_batch(local, stacked=True), jnp.int32(start))
 
-    def validate(self, state: TrainState, loader: grain.DataLoader, n_rows: int,
-                 like: dict) -> tuple[TrainState, np.ndarray]:
+    def end_epoch(self, state: TrainState, val: stream.Stream) -> tuple[TrainState, dict]:
         """Streams the validation rows in padded pieces (padding masked out), then ends the epoch;
-        returns the state and each member's validation loss."""
+        returns the state and each member's training and validation loss (host arrays)."""
         per_proc = self.trainer.eval_batch_size // jax.process_count()
-        pieces = eval_pieces(n_rows, per_proc)
+        loader = stream.eval_loader(val.source, val.prepare, batch_size=self.trainer.eval_batch_size,
+                                    workers=val.workers)
+        like, it = val.like(), iter(loader)
         total = count = None
-        it = iter(loader)
-        for _ in range(pieces):
-            batch = next(it, None)
-            local, ok = pad_batch(batch, per_proc, like)
+        for _ in range(eval_pieces(len(val), per_proc)):
+            local, ok = pad_batch(next(it, None), per_proc, like)
             t, c = self._terms(state, self.global_batch(local, False), self.global_batch({"ok": ok}, False)["ok"])
             total, count = (t, c) if total is None else (total + t, count + c)
-        val_loss = np.asarray(jax.device_get(total)) / np.maximum(np.asarray(jax.device_get(count)), 1)
-        return self._end(state, total, count), val_loss
-
-
-def row_like(source, prepare) -> dict:
-    """Shape and dtype of one prepared row (read from row 0: a process may get no row of a batch)."""
-    row = prepare.map(source[0])
-    return {k: (np.shape(v), np.asarray(v).dtype) for k, v in row.items()}
+        state, metrics = self._end(state, total, count)
+        return state, jax.tree.map(np.asarray, jax.device_get(metrics))
 
 
 def eval_pieces(n_rows: int, per_process: int) -> int:
@@ -110,88 +109,46 @@ def pad_batch(batch: dict | None, rows: int, like: dict) -> tuple[dict, np.ndarr
     return out, np.arange(rows) < n
 
 
-class StreamCheckpoints:
-    """``latest`` holding the train state and this process's loader iterator state, under the step number."""
-
-    def __init__(self, directory):
-        directory = pathlib.Path(directory).absolute() / "latest"
-        self.manager = ocp.CheckpointManager(
-            directory, item_names=("state", "data"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
-
-    def save(self, state: TrainState, iterator) -> None:
-        step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
-        if self.manager.latest_step() == step:
-            return
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        data=grain.PyGrainCheckpointSave(iterator)))
-        self.manager.wait_until_finished()
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
-    def restore_state(self, like: TrainState) -> TrainState:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        step = self.manager.latest_step()
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-
-    def restore_iterator(self, iterator) -> None:
-        step = self.manager.latest_step()
-        self.manager.restore(step, args=ocp.args.Composite(data=grain.PyGrainCheckpointRestore(iterator)))
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
 def _first(a) -> int:
     return int(np.asarray(jax.device_get(a)).reshape(-1)[0])
 
 
-def fit_stream(st: StreamingTrainer, state: TrainState, train_source, val_source, prepare: stream.Prepare, *,
-               seed: int, epochs: int, chunk: int = 8, workers: int = 0, ckpt: StreamCheckpoints | None = None,
-               resume: bool = False, checkpoint_every: int = 0,
+def fit_stream(st: StreamingTrainer, state: TrainState, train: stream.Stream, val: stream.Stream, epochs: int,
                on_epoch: Callable[[TrainState, dict], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> tuple[TrainState, bool]:
-    """Trains up to ``epochs``; returns ``(state, finished)``. ``finished`` is False when ``should_stop``
-    stopped it (after a chunk, with a checkpoint when ``ckpt`` is given)."""
-    batch_size = st.trainer.batch_size
-    stop = should_stop or (lambda: False)
-    iterator = None
-    if resume and ckpt is not None and ckpt.latest_step() is not None:
-        state = ckpt.restore_state(state)
-        resume_mid_epoch = True
-    else:
-        resume_mid_epoch = False
-    while _first(state.epoch) < epochs:
-        epoch = _first(state.epoch)
-        loader = stream.train_loader(train_source, prepare, seed=seed, epoch=epoch, batch_size=batch_size,
-                                     workers=workers)
+               should_stop: Callable[[], bool] | None = None, checkpoints=None,
+               resumed_at_step: int | None = None) -> TrainState:
+    """Runs epochs until ``epochs``, as :func:`research.training.fit` does, on streamed rows.
+
+    ``should_stop`` is polled before every chunk of ``st.chunk`` batches; a stop in the middle of an
+    epoch saves the state with this process's iterator position into ``checkpoints``
+    (:class:`research.checkpoints.Checkpoints`), and a state restored from step ``resumed_at_step``
+    in the middle of an epoch moves the new loader to the saved position.
+    """
+    epoch, step = _first(state.epoch), _first(state.step)
+    done = step - epoch * st.steps
+    if not 0 <= done < st.steps:
+        raise InputError(f"train state: step {step} is not in epoch {epoch} of {st.steps} steps "
+                         "(resumed with another data size or train.batch_size?)")
+    seed = _first(state.seed)  # every member reads the first member's order
+    while epoch < epochs:
+        loader = stream.train_loader(train.source, train.prepare, seed=seed, epoch=epoch,
+                                     batch_size=st.trainer.batch_size, workers=train.workers)
         iterator = iter(loader)
-        done = _first(state.step) - epoch * st.steps
-        if resume_mid_epoch and 0 < done < st.steps:
-            ckpt.restore_iterator(iterator)
-        resume_mid_epoch = False
-        losses = []
+        if done:
+            if checkpoints is None or resumed_at_step != step:
+                raise InputError(f"train state: step {step} is inside epoch {epoch}; resuming there needs the "
+                                 "data iterator saved with it")
+            checkpoints.restore_data(step, iterator)
         while done < st.steps:
-            batches = [next(iterator) for _ in range(min(chunk, st.steps - done))]
-            state, chunk_losses = st.train_chunk(state, batches, done)
-            losses.append(chunk_losses)
+            if should_stop is not None and should_stop():
+                if done and checkpoints is not None:
+                    checkpoints.save(state, iterator)
+                return state
+            batches = [next(iterator) for _ in range(min(st.chunk, st.steps - done))]
+            state = st.train_chunk(state, batches, done)
             done += len(batches)
-            if done < st.steps and stop():
-                if ckpt is not None:
-                    ckpt.save(state, iterator)
-                return state, False
-        val = stream.eval_loader(val_source, prepare, batch_size=st.trainer.eval_batch_size, workers=workers)
-        state, val_loss = st.validate(state, val, len(val_source), row_like(val_source, prepare))
+        state, metrics = st.end_epoch(state, val)
+        epoch, done = epoch + 1, 0
         if on_epoch is not None:
-            train_loss = np.concatenate([np.asarray(jax.device_get(x)) for x in losses], axis=-1).mean(-1)
-            on_epoch(state, {"train_loss": train_loss, "val_loss": val_loss})
-        epoch_done, stopping = _first(state.epoch), stop()
-        if ckpt is not None and (stopping or (checkpoint_every and epoch_done % checkpoint_every == 0)):
-            ckpt.save(state, iterator)
-        if stopping and epoch_done < epochs:
-            return state, False
-    if ckpt is not None and iterator is not None:
-        ckpt.save(state, iterator)
-    return state, True
+            on_epoch(state, metrics)
+    return state

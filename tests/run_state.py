@@ -6,16 +6,15 @@ import jax
 import numpy as np
 
 
-def final_state(run_dir, item: str = "default") -> dict:
-    """The newest ``latest`` checkpoint of a run as a tree of numpy arrays (``item``: the saved item's
-    name, ``state`` for a sharded run's checkpoint)."""
+def final_state(run_dir) -> dict:
+    """The newest ``latest`` checkpoint of a run as a tree of numpy arrays."""
     import orbax.checkpoint as ocp
 
     latest = pathlib.Path(run_dir).absolute() / "checkpoints" / "latest"
     steps = sorted((p for p in latest.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     assert steps, f"{latest}: no checkpoint"
     checkpointer = ocp.StandardCheckpointer()
-    path = steps[-1] / item
+    path = steps[-1] / "default"
     metadata = checkpointer.metadata(path)
     metadata = getattr(metadata, "item_metadata", metadata)
     here = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # it may have been saved by N processes

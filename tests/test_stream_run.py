@@ -57,6 +57,7 @@ def test_sharded_run_scores_and_regions_equal_the_in_memory_run(data_dir, tmp_pa
 @pytest.mark.parametrize("key,value,message", [
     ("data.scaling", "minmax", "config key data.scaling: the sharded path streams spectra as stored; use 'none'"),
     ("data.path", None, "config key data.path: the merged shard folder is required with data.format='sharded'"),
+    ("train.steps_per_call", 4, "config key train.steps_per_call: the sharded path runs data.chunk steps per call; use 0"),
     ("regions.threshold_scope", "global",
      "config key regions.threshold_scope: only 'spectrum' streams (one batch at a time)"),
 ])
@@ -74,7 +75,7 @@ def test_keys_the_sharded_path_cannot_honour_are_one_line_errors(tmp_path, key, 
 
 def test_sharded_splits_are_the_in_memory_splits(data_dir, tmp_path):
     from research.data import load_dataset
-    from research.experiment import split_validation
+    from research.data import split_validation
     from research.data.sdss import fill_gaps
     from research.stream_run import splits
 
@@ -83,7 +84,7 @@ def test_sharded_splits_are_the_in_memory_splits(data_dir, tmp_path):
     shards.merge(tmp_path / "s")
     c = small_config(tmp_path, path=str(tmp_path / "d.npz"))
     ds = load_dataset(c.data)
-    split_validation(ds, c.data.val_fraction, c.seed)
+    ds = split_validation(ds, c.data.val_fraction, c.seed)
     sh = shards.Shards(tmp_path / "s")
     rows = splits(sh, c.data, c.seed)
     for name, split in (("train", ds.train), ("val", ds.val)):
@@ -136,7 +137,7 @@ def test_two_processes_stream_their_own_rows_and_equal_one_process(data_dir, tmp
     assert all(p.returncode == 0 for p in procs), first_errors
     runs = tmp_path / "runs" / "sdss_cnn_skip"
     assert json.loads((runs / "two" / "run.json").read_text())["process_count"] == 2
-    one, two = final_state(runs / "one", "state"), final_state(runs / "two", "state")
+    one, two = final_state(runs / "one"), final_state(runs / "two")
     assert one["step"].tolist() == two["step"].tolist() and max_abs_difference(one["params"], two["params"]) <= 1e-5
     a, b = (stream_score.read_parts(runs / n / "scores") for n in ("one", "two"))
     assert len({f.name.split("-")[1] for f in (runs / "two" / "scores").glob("scores-*.parquet")}) == 2
@@ -149,7 +150,7 @@ def test_unknown_data_format_is_a_one_line_error(tmp_path):
 
     with pytest.raises(InputError) as err:
         experiment.run(small_config(tmp_path, format="shards"), log=lambda m: None)
-    assert str(err.value) == "config key data.format: 'shards' is not 'memory' or 'sharded'"
+    assert str(err.value) == "config key data.format: unknown format 'shards'; choose one of ('in_memory', 'sharded')"
 
 
 @pytest.mark.slow
@@ -190,13 +191,13 @@ def test_sigusr1_mid_epoch_and_resume_equal_uninterrupted(data_dir, tmp_path):
     interrupted.send_signal(signal.SIGUSR1)
     out, _ = interrupted.communicate(timeout=400)
     assert interrupted.returncode == preemption.REQUEUE_EXIT, out
-    step = int(re.search(r"stopped at step (\d+)", out).group(1))
-    assert final_state(log.parent, "state")["step"].tolist() == [step]
+    step = int(re.search(r"stopped at epoch \d+/12, step (\d+);", out).group(1))
+    assert final_state(log.parent)["step"].tolist() == [step]
     resumed = train("interrupted", "--config.run.resume=True")
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
     ref_out, _ = reference.communicate(timeout=400)
     assert reference.returncode == 0, ref_out
     ref_dir = log.parent.parent / "reference"
-    assert_bitwise_equal(final_state(ref_dir, "state"), final_state(log.parent, "state"))
+    assert_bitwise_equal(final_state(ref_dir), final_state(log.parent))
     assert stream_score.read_parts(ref_dir / "scores").equals(stream_score.read_parts(log.parent / "scores"))

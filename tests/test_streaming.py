@@ -7,7 +7,8 @@ import pytest
 
 from research.data import sdss_shards, shards, stream
 from research.models.dense import DenseAE
-from research.streaming import StreamCheckpoints, StreamingTrainer, fit_stream
+from research.checkpoints import Checkpoints
+from research.streaming import StreamingTrainer, fit_stream
 from research.training import Trainer
 
 pytestmark = pytest.mark.data("sdss")
@@ -35,10 +36,11 @@ def make_trainer(member_chunk=0):
                    mixup=0.4, eval_batch_size=4, member_chunk=member_chunk)
 
 
-def stream_fit(ds, trainer, seeds, **kw):
-    st = StreamingTrainer(trainer, len(TRAIN) // BATCH)
-    state = trainer.init(seeds, (ds.n_pixels,))
-    return fit_stream(st, state, ds.source(TRAIN), ds.source(VAL), PREP, seed=seeds[0], epochs=EPOCHS, chunk=2, **kw)
+def stream_fit(ds, trainer, seeds, state=None, **kw):
+    st = StreamingTrainer(trainer, len(TRAIN) // BATCH, chunk=2)
+    state = trainer.init(seeds, (ds.n_pixels,)) if state is None else state
+    return fit_stream(st, state, stream.Stream(ds.source(TRAIN), PREP), stream.Stream(ds.source(VAL), PREP),
+                      EPOCHS, **kw)
 
 
 def leaves(tree):
@@ -56,16 +58,16 @@ def reference(ds):
         mem, metrics = trainer.epoch(mem, train, val)
         val_losses.append(np.asarray(metrics["val_loss"]))
     seen = []
-    streamed, finished = stream_fit(ds, trainer, [0], on_epoch=lambda s, m: seen.append(m["val_loss"]))
-    return mem, val_losses, streamed, seen, finished
+    streamed = stream_fit(ds, trainer, [0], on_epoch=lambda s, m: seen.append(m["val_loss"]))
+    return mem, val_losses, streamed, seen
 
 
 @pytest.mark.slow
 def test_streaming_equals_the_in_memory_trainer_given_its_batch_order(reference):
     """Same batches in the same order and the same step keys: the same parameters, bit for bit on CPU.
     Validation sums its pieces in another order, so its loss agrees to float32 rounding only."""
-    mem, mem_val, streamed, stream_val, finished = reference
-    assert finished and int(np.asarray(streamed.epoch)[0]) == EPOCHS == int(np.asarray(mem.epoch)[0])
+    mem, mem_val, streamed, stream_val = reference
+    assert int(np.asarray(streamed.epoch)[0]) == EPOCHS == int(np.asarray(mem.epoch)[0])
     assert int(np.asarray(streamed.step)[0]) == EPOCHS * (len(TRAIN) // BATCH)
     for a, b in zip(leaves(mem.params), leaves(streamed.params)):
         assert np.array_equal(a, b)
@@ -75,23 +77,27 @@ def test_streaming_equals_the_in_memory_trainer_given_its_batch_order(reference)
 
 @pytest.mark.slow
 def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, tmp_path):
-    _, _, uninterrupted, _, _ = reference
+    _, _, uninterrupted, _ = reference
     calls = []
 
-    def stop():  # a stop flag raised at the 4th check (after chunk, chunk, epoch 0, chunk): mid-epoch 1
+    def stop():  # polled before every chunk of 2 of the 5 steps an epoch: the 5th poll is mid-epoch 1
         calls.append(1)
-        return len(calls) >= 4
+        return len(calls) >= 5
 
-    ckpt = StreamCheckpoints(tmp_path)
-    state, finished = stream_fit(ds, make_trainer(), [0], ckpt=ckpt, should_stop=stop)
-    assert not finished and int(np.asarray(state.epoch)[0]) == 1 and int(np.asarray(state.step)[0]) == 7
+    ckpt = Checkpoints(tmp_path)
+    state = stream_fit(ds, make_trainer(), [0], checkpoints=ckpt, should_stop=stop)
+    assert int(np.asarray(state.epoch)[0]) == 1 and int(np.asarray(state.step)[0]) == 7
     ckpt.close()
-    ckpt = StreamCheckpoints(tmp_path)
-    assert ckpt.latest_step() == 7
-    resumed, finished = stream_fit(ds, make_trainer(), [0], ckpt=ckpt, resume=True)
+    ckpt = Checkpoints(tmp_path)
+    assert ckpt.latest_step() == 7 and (tmp_path / "latest" / "7" / "data").is_dir()
+    trainer = make_trainer()
+    restored, step = ckpt.restore(trainer.init([0], (ds.n_pixels,)))
+    resumed = stream_fit(ds, trainer, [0], state=restored, checkpoints=ckpt, resumed_at_step=step)
     ckpt.close()
-    assert finished
+    assert int(np.asarray(resumed.epoch)[0]) == EPOCHS
     for a, b in zip(leaves(uninterrupted.params), leaves(resumed.params)):
+        assert np.array_equal(a, b)
+    for a, b in zip(leaves(uninterrupted.best_params), leaves(resumed.best_params)):
         assert np.array_equal(a, b)
 
 
@@ -99,9 +105,8 @@ def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, 
 def test_ensembles_in_chunks_share_the_stream(ds, reference):
     """Member 0 of a 2-member ensemble (trained one member at a time) is the single seed-0 model;
     member 1 (seed 1) starts and steps with its own keys on the same batches."""
-    _, _, single, _, _ = reference
-    ens, finished = stream_fit(ds, make_trainer(member_chunk=1), [0, 1])
-    assert finished
+    _, _, single, _ = reference
+    ens = stream_fit(ds, make_trainer(member_chunk=1), [0, 1])
     for a, b in zip(leaves(single.params), leaves(ens.params)):
         assert np.array_equal(a[0], b[0]) and b.shape[0] == 2
     assert not np.allclose(leaves(ens.params)[0][0], leaves(ens.params)[0][1])

@@ -75,6 +75,29 @@ class Prepare(grain.MapTransform):
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """Rows of a shard folder as the model reads them: what :func:`research.pipeline.train` takes in
+    place of host arrays. ``source`` is random access (:meth:`research.data.shards.Shards.source`);
+    ``workers`` grain reading processes (0 = in the calling process)."""
+
+    source: object
+    prepare: Prepare
+    workers: int = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def like(self) -> dict:
+        """Shape and dtype of one prepared row (row 0: a process may get no row of a batch)."""
+        row = self.prepare.map(self.source[0])
+        return {k: (np.shape(v), np.asarray(v).dtype) for k, v in row.items()}
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.like()["x"][0])
+
+
 def _process_sharding() -> grain.ShardOptions:
     return grain.ShardByJaxProcess(drop_remainder=False)
 
