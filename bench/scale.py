@@ -282,6 +282,7 @@ def mode_sizes(args) -> None:
         rows.append(row)
     save("scale.json", {"meta": meta(args), "batch": args.batch, "steps": args.steps, "set": args.set,
                         "rows": rows}, args.json)
+    plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
 
 
 def mode_compare(args) -> None:
@@ -344,6 +345,123 @@ def mode_workers(args) -> None:
         r["speedup"] = r["items_per_s"] / base
     save("scale_workers.json", {"meta": meta(args), "files": args.files, "fits": args.fits,
                                 "distinct_files": len(fits_files(args.fits)), "rows": rows}, args.json)
+
+
+# ---- report --------------------------------------------------------------------------------------
+STAGES = (("ingest", "ingest (FITS, 1 worker)"), ("train_stream", "train, streamed steps"),
+          ("score", "score + regions, streamed"))
+
+
+def _command(m: dict) -> str:
+    """The measuring command as run, without its scratch and output paths."""
+    argv, keep = m["argv"], []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--work", "--json"):
+            skip = True
+        elif not a.startswith(("--work=", "--json=")):
+            keep.append(a if " " not in a else f"'{a}'")
+    return "python -m bench.scale " + " ".join(keep)
+
+
+def _load_text(m: dict) -> str:
+    return (f"{m['date']}, commit {m['commit']}, {m['cpus']} CPUs, device {m['device']}, load average "
+            f"{m['load_average_at_start'][0]:.1f} at the start and {m['load_average_at_end'][0]:.1f} at the end")
+
+
+def markdown(results: pathlib.Path = RESULTS) -> str:
+    """The BENCHMARKS.md section of whichever of ``scale.json``, ``scale_train.json`` and
+    ``scale_workers.json`` exist (``bench/report.py`` appends it)."""
+    sizes, train, workers = (json.loads(p.read_text()) if p.is_file() else None
+                             for p in (results / "scale.json", results / "scale_train.json",
+                                       results / "scale_workers.json"))
+    out = ["## 7. Data beyond memory: the sharded path (`python -m bench.scale`)", "",
+           "Scale set: the real spectra of `../shared/data/sdss` ingested into shards on 3600-10400 Å (4,608 px); "
+           "record `i` is real spectrum `i mod 46` rolled by a random whole number of pixels in [-20, 20] (a "
+           "redshift change of up to ±0.47 %; the pixels rolled in are masked and z moved to match) plus fresh "
+           "Gaussian noise drawn from its own ivar on every good pixel, written shard by shard. The records are "
+           "made from the 46 real spectra rather than ingested from 10^5 FITS files: ingestion is measured "
+           "separately, on FITS files, up to the N in its rows. Model: `experiments/sdss_cnn_skip.py` with the "
+           "overrides named below. Raw numbers: `bench/results/scale*.json`.", ""]
+    if sizes:
+        out += [f"**Against N** (`{_command(sizes['meta'])}`; "
+                f"{_load_text(sizes['meta'])}). Each stage is its own process (wall, CPU and peak RSS from `wait4`). "
+                f"Training: {sizes['steps']} streamed steps of batch {sizes['batch']} after a compiled warm-up "
+                "chunk, the same work at every N, so its time and memory compare across N. Scoring: every "
+                "record, window-rule regions, Parquet out.", "",
+                "| stage | N | wall (s) | items/s | process CPU-s (incl. start-up) | peak RSS (MiB) |",
+                "|---|---|---|---|---|---|"]
+        for key, label in STAGES:
+            for row in sizes["rows"]:
+                if key in row:
+                    r = row[key]
+                    out.append(f"| {label} | {row['n']:,} | {r['seconds']:.1f} | {r['items_per_s']:,.0f} | "
+                               f"{r['cpu_seconds']:.0f} | {r['peak_rss_mib']:.0f} |")
+        out += [""]
+        for key, label in STAGES:
+            pts = [(row["n"], row[key]) for row in sizes["rows"] if key in row]
+            if len(pts) > 1:
+                (n0, a), (n1, b) = pts[0], pts[-1]
+                out.append(f"- {label}: peak RSS {b['peak_rss_mib'] / a['peak_rss_mib']:.2f}× from N = {n0:,} to "
+                           f"{n1:,}; items/s {b['items_per_s'] / a['items_per_s']:.2f}×.")
+        if (RESULTS / "scale.png").is_file():
+            out += ["", "![time and memory against N](bench/results/scale.png)"]
+        out += [""]
+    if train:
+        m, med = train["meta"], train["median_epoch_seconds"]
+        ratio = train["sharded_over_in_memory"]
+        out += [f"**Streaming vs in-memory training, side by side** (`{_command(m)}`; {_load_text(m)}). "
+                f"One process, one trainer, N = {train['n']:,} "
+                f"({train['n_train']:,} training rows, {train['steps_per_epoch']} steps of batch {train['batch']}); "
+                "epochs alternate between the in-memory path (one compiled epoch, the data on the device) and "
+                f"the sharded path (grain loader, `data.chunk={train['chunk']}`, `data.workers={train['workers']}`), "
+                "after a warm-up epoch of each; medians over the timed epochs (validation included).", "",
+                "| path | epoch seconds (each) | median (s) | steps/s |", "|---|---|---|---|"]
+        for k in ("in_memory", "sharded"):
+            out.append(f"| {k} | {', '.join(f'{x:.2f}' for x in train['epoch_seconds'][k])} | {med[k]:.2f} | "
+                       f"{train['steps_per_s'][k]:.1f} |")
+        out += ["", f"Sharded / in-memory throughput: **{ratio:.2f}×**; target ≥ 0.8×: "
+                f"**{'met' if ratio >= 0.8 else 'not met'}**.", ""]
+    if workers:
+        m = workers["meta"]
+        out += [f"**Ingestion against `--workers`** (`{_command(m)}`; "
+                f"{_load_text(m)}): {workers['files']:,} links to {workers['distinct_files']} FITS files, "
+                "every one read and gridded.", "",
+                "| workers | wall (s) | files/s | × 1 worker | process CPU-s | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
+        for r in workers["rows"]:
+            out.append(f"| {r['workers']} | {r['seconds']:.1f} | {r['items_per_s']:.0f} | {r['speedup']:.2f}× | "
+                       f"{r['cpu_seconds']:.0f} | {r['peak_rss_mib']:.0f} |")
+        out += [""]
+    else:
+        out += ["**Ingestion against `--workers`**: not measured here (2 shared, busy cores). On a machine with idle "
+                "cores: `python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra "
+                "--files 4000 --workers 1 2 4 8 16`.", ""]
+    return "\n".join(out).rstrip("\n")
+
+
+def plot(rows, path=RESULTS / "scale.png") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in STAGES:
+        pts = [(row["n"], row[key]) for row in rows if key in row]
+        if pts:
+            a.plot([n for n, _ in pts], [r["items_per_s"] for _, r in pts], "o-", label=label)
+            b.plot([n for n, _ in pts], [r["peak_rss_mib"] for _, r in pts], "o-", label=label)
+    for ax, title in ((a, "items/s"), (b, "peak RSS (MiB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("N spectra")
+        ax.set_title(title)
+    a.set_yscale("log")
+    b.set_ylim(bottom=0)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
