@@ -280,9 +280,9 @@ def mode_sizes(args) -> None:
         row["train_stream"] = run_stage("train", "--shards", sset, "--steps", args.steps, *common)
         row["score"] = run_stage("score", "--shards", sset, "--out", pathlib.Path(args.work) / f"score_{n}", *common)
         rows.append(row)
-    save("scale.json", {"meta": meta(args), "batch": args.batch, "steps": args.steps, "set": args.set,
-                        "rows": rows}, args.json)
-    plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
+        save("scale.json", {"meta": meta(args), "batch": args.batch, "steps": args.steps, "set": args.set,
+                            "rows": rows}, args.json)  # after every N: a long run keeps what it measured
+        plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
 
 
 def mode_compare(args) -> None:
