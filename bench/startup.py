@@ -53,7 +53,8 @@ def _run_json(root: pathlib.Path, name: str) -> dict | None:
 def timed_run(config: str, root: pathlib.Path, name: str, cache: str, until_first_epoch: bool = False,
               timeout: float = 1800) -> dict:
     """One run in its own process: wall seconds and its ``run.json`` (start-up and cache record)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               PYTHONUNBUFFERED="1")
     env.pop("RESEARCH_COMPILE_CACHE", None)
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:

@@ -9,6 +9,12 @@ that fails on the newest falls back to the one before. A save that orbax skips i
 process calls these (orbax coordinates multi-process writes); the directory must be on a filesystem
 all processes share.
 
+A write that fails (disk full) leaves orbax's other writes of that checkpoint running after orbax has
+closed the asyncio event loop they report to (``asyncio_utils._run_sync_via_new_loop``, orbax 0.12):
+each then fails with ``RuntimeError: Event loop is closed`` inside tensorstore's callback, which Python
+prints as an unraisable exception. Those reports say nothing the failed save's own error does not, so
+they are kept (:func:`late_write_reports`, for ``error.log``) instead of printed.
+
 A streaming run (``data.format=sharded``) stopped mid-epoch also saves each process's grain iterator
 state as the ``data`` item of the same ``latest`` checkpoint, beside the state (item ``default``).
 """
@@ -16,7 +22,9 @@ state as the ``data`` item of the same ``latest`` checkpoint, beside the state (
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
+import traceback
 
 import jax
 import orbax.checkpoint as ocp
@@ -25,6 +33,37 @@ from research.errors import InputError
 from research.training import TrainState
 
 KEEP = 2
+_late_reports: list[str] = []
+
+
+def _is_closed_loop_report(report) -> bool:
+    """An unraisable ``Event loop is closed`` raised by asyncio's ``call_soon_threadsafe`` (a write
+    finishing after its event loop is gone), and nothing else."""
+    frames = traceback.extract_tb(report.exc_traceback)
+    return (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"
+            and any(f.name == "call_soon_threadsafe" for f in frames))
+
+
+def _keep_closed_loop_reports() -> None:
+    """Installs (once) the unraisable hook that keeps those reports and passes on every other one."""
+    previous = sys.unraisablehook
+    if getattr(previous, "keeps_closed_loop_reports", False):
+        return
+
+    def hook(report):
+        if _is_closed_loop_report(report):
+            _late_reports.append("".join(traceback.format_exception(report.exc_type, report.exc_value,
+                                                                    report.exc_traceback)))
+        else:
+            previous(report)
+
+    hook.keeps_closed_loop_reports = True
+    sys.unraisablehook = hook
+
+
+def late_write_reports() -> list[str]:
+    """The ``Event loop is closed`` reports of writes that outlived a failed save, so far."""
+    return list(_late_reports)
 
 
 def _abstract(tree):
@@ -40,6 +79,7 @@ def saved_steps(directory: str | pathlib.Path) -> list[int]:
 class Checkpoints:
     def __init__(self, directory: str | pathlib.Path):
         directory = pathlib.Path(directory).absolute()
+        _keep_closed_loop_reports()
         # Own barrier names per manager: both save the same step, and with several processes
         # equal names collide ("Barrier _async_write_complete.<step> is already ongoing").
         def options(name):

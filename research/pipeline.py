@@ -33,7 +33,7 @@ _current: dict = {}  # the run directory this process is training into: {'path':
 RESUMABLE = ("train.epochs", "train.checkpoint_every", "train.steps_per_call", "train.eval_batch_size",
              "data.workers", "data.chunk",
              "train.use_best", "plots.", "run.", "score.", "threshold.", "analyses", "regions.", "baselines.",
-             "fsdd_maps.", "smoke", "smoke_epochs")
+             "fsdd_maps.", "latent.", "smoke", "smoke_epochs")
 
 
 def start_up(config) -> None:
@@ -309,8 +309,12 @@ def record_failure(exc: BaseException) -> str | None:
     path = _current.get("path")
     if path is None or not path.is_dir():
         return None
+    text = "".join(traceback.format_exception(exc))
+    if (ckpt := sys.modules.get("research.checkpoints")) and (late := ckpt.late_write_reports()):
+        text += (f"\n{len(late)} other write(s) of the failed checkpoint finished after orbax had closed their "
+                 f"event loop, each reporting:\n{late[0]}")
     try:
-        (path / "error.log").write_text("".join(traceback.format_exception(exc)))
+        (path / "error.log").write_text(text)
     except OSError:
         return None
     return str(path / "error.log")

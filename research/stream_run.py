@@ -31,19 +31,27 @@ from research.regions.registry import params_of
 
 
 def splits(ds: Shards, data_cfg, seed: int) -> dict[str, np.ndarray]:
-    """Catalogue rows of train / val / test (and every row's label), chosen as the in-memory SDSS loader,
-    the validation split and ``data.limit`` choose them."""
-    train_classes = tuple(str(c).upper() for c in (data_cfg.get("train_classes") or ("GALAXY",)))
+    """Catalogue rows of train / val / test (and every row's label), chosen as the in-memory SDSS loader
+    (:func:`research.data.sdss.load`: ``zwarning_ok``, hold-out or fold, ``n_train``) and
+    :func:`research.data.load_splits` (validation split, ``data.limit``) choose them."""
+    train_classes = tuple(str(c).upper() for c in (data_cfg.train_classes or ("GALAXY",)))
     classes = np.char.upper(ds.column("class").astype(str))
     normal = np.isin(classes, train_classes)
+    usable = np.ones(len(classes), bool)
+    if data_cfg.zwarning_ok and "zwarning" in ds.catalogue.column_names:
+        usable = ~normal | (ds.column("zwarning") == 0)
+        normal &= usable
     if not normal.any():
         raise InputError(f"config key data.train_classes: no spectra of {train_classes} in {ds.folder}")
-    normal_idx = np.random.default_rng(int(data_cfg.get("split_seed", 0))).permutation(np.flatnonzero(normal))
+    split_seed, limit = int(data_cfg.split_seed), data_cfg.limit
+    normal_idx = np.random.default_rng(split_seed).permutation(np.flatnonzero(normal))
     held = _held_out(normal_idx, data_cfg, train_classes)
-    limit, split_seed = data_cfg.get("limit"), int(data_cfg.get("split_seed", 0))
-    train = limit_rows({"i": np.sort(np.setdiff1d(normal_idx, held))}, limit, split_seed)["i"]
-    test = limit_rows({"i": np.sort(np.concatenate([held, np.flatnonzero(~normal)]))}, limit, split_seed)["i"]
-    fraction = float(data_cfg.get("val_fraction", 0.1))
+    train = np.setdiff1d(normal_idx, held)
+    if int(data_cfg.n_train or 0) > 0:
+        train = np.random.default_rng(split_seed + 1).permutation(train)[: int(data_cfg.n_train)]
+    train = limit_rows({"i": np.sort(train)}, limit, split_seed)["i"]
+    test = limit_rows({"i": np.sort(np.concatenate([held, np.flatnonzero(~normal & usable)]))}, limit, split_seed)["i"]
+    fraction = float(data_cfg.val_fraction)
     if fraction <= 0:
         val = train
     else:

@@ -156,28 +156,27 @@ TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_thresho
 
 @pytest.mark.slow
 @pytest.mark.data("sdss")
-@pytest.mark.parametrize("overrides, detector", [
-    ([], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
-    (TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
-    (["--config.regions.method=matched_filter", "--config.regions.detrend_width=201"],
-     {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
+@pytest.mark.parametrize("variant, overrides, detector", [
+    (":seed", [], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
+    (":seed", TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
+    ("", [], {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
 ], ids=["seed", "tuned", "matched_filter"])
-def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, overrides, detector):
+def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, variant, overrides, detector):
     import json
 
     from conftest import run_cli
 
-    run = run_cli(["--config=experiments/sdss_cnn_skip.py", "--config.smoke=True",
+    run = run_cli([f"--config=experiments/sdss_cnn_skip.py{variant}", "--config.smoke=True",
                    f"--config.run.root={tmp_path}", "--config.run.name=smoke",
                    f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.regions.sample_n=3",
                    "--config.regions.seed=1", *overrides], timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
-    rundir = tmp_path / "sdss_cnn_skip" / "smoke"
+    rundir = tmp_path / f"sdss_cnn_skip{variant.replace(':', '_')}" / "smoke"
     summary = json.loads((rundir / "metrics.json").read_text())["analyses"]["sdss_regions"]
     meta = json.loads((rundir / "regions_metadata.json").read_text())
     assert summary["n_figures"] == 3 == len(meta["sampled_indices"]) == len(list((rundir / "plots" / "spectra").glob("*.png")))
     assert meta["seed"] == 1 and {k: meta["detector"][k] for k in detector} == detector
-    assert meta["detrend_width"] == (201 if overrides else 0)
+    assert meta["detrend_width"] == (201 if overrides or not variant else 0)
     assert summary["n_flagged"] == len(meta["flagged"])
     for entry in meta["flagged"]:
         assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)

@@ -9,11 +9,12 @@ the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jp
 
 from __future__ import annotations
 
-import difflib
+import inspect
 
 import numpy as np
+from ml_collections.config_dict import placeholder
 
-from research.errors import InputError
+from research.config import check_block, field_type
 from research.paths import SDSS_CACHE
 from research.regions import DETECTORS, check_method, detect, detector, json_number, uses_ivar
 from research.regions.plots import find_image, plot_spectrum
@@ -21,14 +22,14 @@ from research.regions.registry import PREPROCESS, params_of
 from research.regions.residuals import preprocess
 from research.rundir import unique_path, write_json
 
-CONFIG_BLOCK = "regions"  # the config block this analysis reads; check() refuses keys no one declared
+CONFIG_BLOCK = "regions"  # the config block this analysis reads, declared by defaults()
 OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
     "method": ("window", "the region detector: a name in research/regions/registry.py DETECTORS"),
     "only_anomalous": (False, "figures only for the flagged spectra"),
     "sample_n": (0, "figures for a seeded sample of this many of the selected spectra; 0 = all"),
     "seed": (0, "seed of that sample"),
     "top_n": (10, "data.format=sharded: figures of the top_n highest scores (with the sample_n sample) only"),
-    "image_dir": (None, "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
+    "image_dir": (placeholder(str), "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
 }
 
 
@@ -39,6 +40,17 @@ def declared() -> dict[str, tuple]:
     for name in DETECTORS:
         keys.update(detector(name).schema())
     return keys
+
+
+def defaults() -> dict:
+    """The schema of ``config.regions`` (:func:`research.config.base_config` adds it, :func:`research.config.check`
+    refuses other keys): every :func:`declared` key at its default, a ``None`` default as a typed placeholder."""
+    types = {}
+    for name in DETECTORS:
+        keywords = inspect.signature(detector(name).detect).parameters
+        types.update({k: field_type(keywords[k].annotation) for k in detector(name).params})
+    return {k: placeholder(types.get(k, object)) if default is None else default
+            for k, (default, _) in declared().items()}
 
 
 def select(flags: np.ndarray, only_anomalous: bool, sample_n: int, seed: int) -> np.ndarray:
@@ -54,13 +66,21 @@ def check(config) -> str:
     ``config.regions`` is unknown."""
     cfg = config.get("regions") or {}
     method = check_method(cfg.get("method") or "window")
-    known = declared()
-    for key in cfg:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean {'regions.' + close[0]!r}?)" if close else ""
-            raise InputError(f"config key regions.{key}: unknown key{hint}")
+    check_block("regions.", cfg, defaults())
     return method
+
+
+def find_regions(config, x, recon, mask, ivar, axis):
+    """The regions the configured detector finds in spectra ``x`` against their reconstructions
+    (unscaled), with the reconstruction and ivar it compared them with; ``research.load_run`` uses this too."""
+    cfg = dict(config.get("regions") or {})
+    method = check(config)
+    ivar = ivar if uses_ivar(method, cfg.get("noise_units")) else None
+    # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
+    # the figures show this reconstruction, the one the detector compares with
+    recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
+                             int(cfg.get("noise_width") or 0))
+    return detect(x, recon, mask, axis, method=method, ivar=ivar, **params_of(method, cfg)), recon, ivar
 
 
 def run(ctx) -> dict:
@@ -71,13 +91,8 @@ def run(ctx) -> dict:
     if ctx.scaler is not None and getattr(ctx.scaler, "method", "none") != "none":
         x, recon = ctx.scaler.inverse(x), ctx.scaler.inverse(recon)  # ivar is in unscaled flux units
     mask = ds.test.get("mask")
-    method = check(ctx.config)
-    ivar = ds.test.get("ivar") if uses_ivar(method, cfg.get("noise_units")) else None
     detrend_width, noise_width = int(cfg.get("detrend_width") or 0), int(cfg.get("noise_width") or 0)
-    # baseline-corrected reconstruction (smooth misfit removed) and local noise scale (both off at 0);
-    # the figures show this reconstruction, the one the detector compares with
-    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width)
-    regions = detect(x, recon, mask, ds.axis, method=method, ivar=ivar, **params_of(method, cfg))
+    regions, recon, ivar = find_regions(ctx.config, x, recon, mask, ds.test.get("ivar"), ds.axis)
 
     ids = ds.test_ids or [str(i) for i in range(len(x))]
     catalogue = ds.meta.get("catalogue", {})

@@ -27,6 +27,7 @@ from scipy.io import wavfile
 
 from research.config import with_defaults
 from research.data import Dataset, limit_rows
+from research.data.sources import expand
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -37,7 +38,9 @@ _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<index>\d+)$")
 
 
 def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float64 samples in [-1, 1); any other rate, channel count or an empty file is an error."""
+    """Mono float64 samples in [-1, 1); any other rate, channel count, an empty or a truncated file
+    (fewer data bytes than its header promises, which scipy reads with only a warning) is an error.
+    Every WAV reader of the project (``fsdd``, ``wav``) goes through this function."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -62,7 +65,7 @@ def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.nda
     return data.astype(np.float64)
 
 
-def _check_bins(n_fft: int, n_bins: int) -> None:
+def check_bins(n_fft: int, n_bins: int) -> None:
     if n_fft < 2 or n_fft % 2 or n_bins < 1 or (n_fft // 2) % n_bins:
         raise InputError(f"config keys data.n_fft/n_bins: n_fft must be even and n_fft/2 ({n_fft // 2}) "
                          f"a multiple of n_bins ({n_bins})")
@@ -70,7 +73,7 @@ def _check_bins(n_fft: int, n_bins: int) -> None:
 
 def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -> tuple[np.ndarray, float]:
     """Max-normalised binned amplitude spectrum and the maximum it was divided by (0 for silence)."""
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     amp = np.abs(np.fft.rfft(wave - wave.mean(), n=n_fft))[: n_fft // 2]
     binned = amp.reshape(n_bins, -1).mean(1)
     peak = float(binned.max())
@@ -79,7 +82,7 @@ def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -
 
 def frequencies(n_fft: int = 8192, n_bins: int = 512, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Centre frequency (Hz) of each bin of :func:`amplitude_spectrum`."""
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     return np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[: n_fft // 2].reshape(n_bins, -1).mean(1)
 
 
@@ -114,15 +117,27 @@ def parse_name(stem: str) -> tuple[int, str, int] | None:
     return (int(m["digit"]), m["speaker"], int(m["index"])) if m else None
 
 
-def recordings_dir(cfg) -> pathlib.Path:
-    folder = pathlib.Path(cfg.path or dataset_dir("fsdd", cfg.root) / "recordings")
+def recordings_dir(cfg) -> pathlib.Path | str:
+    """The recordings folder, or ``data.path`` as given (several folders/files/globs, comma-separated)."""
+    if cfg.path:
+        return cfg.path
+    folder = dataset_dir("fsdd", cfg.root) / "recordings"
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     return folder
 
 
+def wav_files(value) -> list[pathlib.Path]:
+    """The ``.wav`` files of a folder or of several folders/files/globs."""
+    if isinstance(value, pathlib.Path) or ("," not in value and pathlib.Path(value).is_dir()):
+        return sorted(pathlib.Path(value).glob("*.wav"))
+    return expand(value, (".wav",))
+
+
 def wav_path(meta: dict, test_id: str) -> pathlib.Path:
     """The WAV file of a test id (file stem) of a dataset loaded by :func:`load`."""
+    if "files" in meta:
+        return pathlib.Path(meta["files"][test_id])
     return pathlib.Path(meta["folder"]) / f"{test_id}.wav"
 
 
@@ -134,13 +149,13 @@ def load(cfg) -> Dataset:
     test_speakers = tuple(cfg.test_speakers)
     anomaly_digits = tuple(int(d) for d in cfg.anomaly_digits) or tuple(d for d in range(10) if d != digit)
     n_fft, n_bins = int(cfg.n_fft), int(cfg.n_bins)
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     if both := set(train_speakers) & set(test_speakers):
         raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
 
-    train, test, skipped = [], [], []
+    train, test, skipped, files = [], [], [], {}
     speakers_seen = set()
-    for path in sorted(folder.glob("*.wav")):
+    for path in wav_files(folder):
         parsed = parse_name(path.stem)
         if parsed is None:
             skipped.append(f"{path.name}: name is not digit_speaker_index.wav")
@@ -162,6 +177,7 @@ def load(cfg) -> Dataset:
             skipped.append(f"{path}: silent recording")
             continue
         target.append((path.stem, int(d != digit), spectrum))
+        files[path.stem] = str(path)
     for speaker in train_speakers + test_speakers:
         if speaker not in speakers_seen:
             raise InputError(f"config key data.train_speakers/test_speakers: no recordings of {speaker!r} in "
@@ -184,7 +200,7 @@ def load(cfg) -> Dataset:
         kind="1d",
         axis=frequencies(n_fft, n_bins).astype(np.float32),
         axis_label="frequency (Hz)",
-        meta={"folder": str(folder), "digit": digit, "train_speakers": list(train_speakers),
+        meta={"folder": str(folder), "files": {i: files[i] for i, _, _ in test}, "digit": digit, "train_speakers": list(train_speakers),
               "test_speakers": list(test_speakers), "anomaly_digits": list(anomaly_digits),
               "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped},
     )

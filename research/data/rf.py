@@ -1,4 +1,4 @@
-"""RF spectrum frames of real 433/868 MHz captures: normal devices vs devices never seen in training.
+r"""RF spectrum frames of real 433/868 MHz captures: normal devices vs devices never seen in training.
 
 Frames come from a zip of complex ``.npy`` spectra (``cfg.zip_path``, written by
 ``python -m data_prep.rf frames``) or straight from the I/Q folder (same framing, in memory). Each
@@ -12,6 +12,12 @@ source (capture = device) is handled on its own because receivers and gains diff
   between (edges of bursts) and all-zero frames (digital silence) are dropped and counted in ``meta``.
 * **features**: ``10 log10(|X|^2 / F)`` clipped at ``floor_db`` (``db=True``), else ``|X| / sqrt(F)``.
 
+Sources are captures (file stems, or zip member prefixes); ``device_pattern`` (a regex whose group
+``device``, else the whole match, names the device) lets several captures of one device count as
+that device, e.g. ``(?P<device>[a-z]+)_\d+`` for ``remote_1.complex``, ``remote_2.coco``; a capture
+whose name does not match is skipped and reported. ``data.path`` may list several folders, files or
+globs (comma-separated).
+
 Split: active frames of ``normal_devices`` are cut into time blocks of ``block`` frames; a seeded
 ``test_fraction`` of the blocks is held out (label 0), the rest trains. The last frames of every
 block, which share samples with the next block, are dropped so no sample is on both sides. With
@@ -24,8 +30,10 @@ from __future__ import annotations
 
 import math
 import pathlib
+import re
 
 import numpy as np
+from ml_collections.config_dict import placeholder
 
 from research.data.rf_iq import frames_from_folder, frequency_axis, read_frames_zip
 from research.config import with_defaults
@@ -71,8 +79,9 @@ DEFAULTS = {
     "db": True,  # features in dB above the noise floor, else amplitude over sqrt(floor)
     "floor_db": -30.0,  # clip dB features below this
     "sample_rate": 1e6,  # only labels the frequency axis
+    "device_pattern": placeholder(str),  # regex on a capture's name, group 'device'; None = the name is the device
     "normal_devices": NORMAL_DEVICES,
-    "anomaly_devices": ANOMALY_DEVICES,  # empty = every other capture
+    "anomaly_devices": ANOMALY_DEVICES,  # empty = every other device
     "idle_noise": True,  # idle frames of the normal devices' training blocks join the training set
     "active_db": 10.0,  # a frame this far above the floor is active
     "idle_db": 6.0,  # a frame below this is idle noise
@@ -88,9 +97,27 @@ def _frames(cfg) -> tuple[dict[str, np.ndarray], dict]:
     if cfg.zip_path:
         z = read_frames_zip(cfg.zip_path, frame_length)
         return z.by_source(), {"source": str(cfg.zip_path), "skipped": [f"{n}: {r}" for n, r in z.skipped]}
-    folder = pathlib.Path(cfg.path or dataset_dir("rf_iq", cfg.root))
+    folder = cfg.path or dataset_dir("rf_iq", cfg.root)
     frames, skipped = frames_from_folder(folder, frame_length, hop, cfg.window)
     return frames, {"source": str(folder), "skipped": [f"{n}: {r}" for n, r in skipped]}
+
+
+def devices_of(names, pattern: str | None) -> tuple[dict[str, str], list[str]]:
+    """Device name of each source under ``pattern`` (None = the source name), and the unmatched."""
+    if not pattern:
+        return {n: n for n in names}, []
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"config key data.device_pattern: bad regular expression {pattern!r} ({exc})") from None
+    devices, unmatched = {}, []
+    for name in names:
+        m = rx.fullmatch(name)
+        if m is None:
+            unmatched.append(f"{name}: name does not match data.device_pattern {pattern!r}")
+        else:
+            devices[name] = m.groupdict().get("device") or m.group(0)
+    return devices, unmatched
 
 
 def _block_split(n: int, block: int, gap: int, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -115,16 +142,23 @@ def _cap(idx: np.ndarray, cap: int, rng) -> np.ndarray:
 def load(cfg) -> Dataset:
     cfg = with_defaults(cfg, DEFAULTS)
     frames, source_meta = _frames(cfg)
+    device, unmatched = devices_of(sorted(frames), cfg.device_pattern)
+    source_meta["skipped"] += unmatched
+    present = sorted(set(device.values()))
     normal = tuple(cfg.normal_devices)
-    anomalies = tuple(cfg.anomaly_devices) or tuple(sorted(set(frames) - set(normal)))
+    anomalies = tuple(cfg.anomaly_devices) or tuple(d for d in present if d not in normal)
+    score_only = bool(cfg.score_only)
+    if score_only:  # research.score: every active frame of every capture; the run's normal devices label 0
+        normal = tuple(d for d in normal if d in present)
+        anomalies = tuple(d for d in present if d not in normal)
     for name in normal + anomalies:
-        if name not in frames:
+        if name not in present:
             cause = [reason for entry in source_meta["skipped"] for file, reason in [entry.split(": ", 1)]
                      if pathlib.Path(file).stem == name]
             if cause:
                 raise InputError(f"{cause[0]} (a capture that config key data.normal_devices/anomaly_devices needs)")
             raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
-                             f"{source_meta['source']} (sources: {sorted(frames)})")
+                             f"{source_meta['source']} (sources: {present})")
     if overlap := set(normal) & set(anomalies):
         raise InputError(f"config key data.anomaly_devices: {sorted(overlap)} also listed as normal")
 
@@ -136,7 +170,9 @@ def load(cfg) -> Dataset:
     rng = np.random.default_rng(int(cfg.split_seed))
 
     train, test, labels, ids, stats = [], [], [], [], {}
-    for source in normal + anomalies:
+    # captures in the order of their devices in the config, so the default layout keeps its seeded split
+    ordered = [(d, s) for d in normal + anomalies for s in sorted(frames) if device.get(s) == d]
+    for dev, source in ordered:
         spectra = frames[source]
         power = np.abs(spectra) ** 2
         floor = noise_floor(power)
@@ -147,9 +183,15 @@ def load(cfg) -> Dataset:
         active = (act >= active_db) & ~silent
         idle = (act < idle_db) & ~silent
         x = features(spectra, floor, db, floor_db)
-        st = {"frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
+        st = {"device": dev, "frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
               "silent": int(silent.sum()), "noise_floor": floor}
-        if source in normal:
+        if score_only:
+            te_idx = _cap(np.flatnonzero(active), cap, rng)
+            test.append(x[te_idx])
+            labels.append(np.full(len(te_idx), int(dev not in normal), np.int32))
+            ids += [f"{source}_{i}" for i in te_idx]
+            st.update(test=len(te_idx), role="normal" if dev in normal else "anomaly")
+        elif dev in normal:
             tr, te = _block_split(len(spectra), block, gap, float(cfg.test_fraction), rng)
             tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
             te_idx = _cap(np.flatnonzero(te & active), cap, rng)
@@ -167,9 +209,9 @@ def load(cfg) -> Dataset:
             st.update(test=len(te_idx), role="anomaly")
         stats[source] = st
 
-    train_x = np.concatenate(train)
+    train_x = np.concatenate(train) if train else np.zeros((0, frame_length), np.float32)
     test_split = {"x": np.concatenate(test), "label": np.concatenate(labels), "row": np.arange(len(ids))}
-    if len(train_x) == 0:
+    if len(train_x) == 0 and not score_only:
         raise InputError(f"{source_meta['source']}: no active or idle training frames for {normal}")
     limit = cfg.limit
     train_split = limit_rows({"x": train_x}, limit, int(cfg.split_seed))
@@ -184,5 +226,5 @@ def load(cfg) -> Dataset:
         axis=(frequency_axis(frame_length, sample_rate) / 1e3).astype(np.float32),
         axis_label=f"frequency offset (kHz at an assumed {sample_rate / 1e6:g} MS/s)",
         meta={**source_meta, "normal_devices": list(normal), "anomaly_devices": list(anomalies),
-              "frame_length": frame_length, "hop": hop, "db": db, "sources": stats},
+              "frame_length": frame_length, "hop": hop, "db": db, "sources": stats, "score_only": score_only},
     )

@@ -15,11 +15,12 @@ import fitsio
 import numpy as np
 
 from research.data import sdss_fits
-from research.data.sdss_fits import SPEC_CLN, Spectrum, _bad_pixels
+from research.data.sdss_fits import SPEC_CLN, Spectrum, _bad_pixels, _objid
 
 _COADD = ("loglam", "flux", "ivar", "and_mask")
-_INFO = {"plate": ("PLATE",), "mjd": ("MJD",), "fiberid": ("FIBERID",), "class": ("CLASS",),
-         "subclass": ("SUBCLASS",), "z": ("Z",), "ra": ("RA", "PLUG_RA"), "dec": ("DEC", "PLUG_DEC")}
+_INFO = {"plate": ("PLATE",), "mjd": ("MJD",), "fiberid": ("FIBERID",), "objid": ("BESTOBJID", "OBJID"),
+         "class": ("CLASS",), "subclass": ("SUBCLASS",), "z": ("Z",), "zwarning": ("ZWARNING",),
+         "ra": ("RA", "PLUG_RA"), "dec": ("DEC", "PLUG_DEC")}
 
 
 class _Unusual(Exception):
@@ -41,15 +42,18 @@ def _coadd(path, fits, header, mask_bits) -> Spectrum:
     loglam, flux, ivar = (np.asarray(table[names[c]], np.float64) for c in ("loglam", "flux", "ivar"))
     mask_word = np.asarray(table[names["and_mask"]]) if "and_mask" in names else np.zeros(len(flux), np.int64)
     meta = {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
-            "class": "", "subclass": "", "z": np.nan, "ra": header.get("PLUG_RA", np.nan),
-            "dec": header.get("PLUG_DEC", np.nan), "format": "spec"}
+            "objid": _objid(header.get("OBJID")), "class": "", "subclass": "", "z": np.nan, "zwarning": None,
+            "ra": header.get("PLUG_RA", np.nan), "dec": header.get("PLUG_DEC", np.nan), "format": "spec"}
     info = next((fits[n] for n in ("SPECOBJ", "SPALL") if n in fits), None)
-    if info is not None and info.get_nrows():
+    if info is None:  # an unnamed catalogue table: the full reader looks for it
+        raise _Unusual
+    if info.get_nrows():
         present = set(info.get_colnames())
         wanted = {key: next((n for n in names_ if n in present), None) for key, names_ in _INFO.items()}
         row = info.read(columns=sorted({n for n in wanted.values() if n}), rows=[0])
-        defaults = {"class": "", "subclass": "", "z": np.nan}
+        defaults = {"class": "", "subclass": "", "z": np.nan, "zwarning": None}
         meta.update({key: _value(row[n][0]) if n else defaults.get(key, meta[key]) for key, n in wanted.items()})
+        meta["objid"] = _objid(meta["objid"])
     return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, mask_word, mask_bits), meta)
 
 
@@ -64,8 +68,10 @@ def _spspec(fits, header, mask_bits) -> Spectrum:
     loglam = header["COEFF0"] + header["COEFF1"] * np.arange(image.shape[1], dtype=np.float64)
     cln = header.get("SPEC_CLN")
     meta = {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
+            "objid": _objid(header.get("OBJID")),
             "class": SPEC_CLN.get(int(cln), "UNKNOWN") if cln is not None else str(header.get("OBJTYPE", "")),
-            "subclass": "", "z": header.get("Z", np.nan), "ra": header.get("RAOBJ", header.get("RA", np.nan)),
+            "subclass": "", "z": header.get("Z", np.nan), "zwarning": header.get("Z_WARNIN"),
+            "ra": header.get("RAOBJ", header.get("RA", np.nan)),
             "dec": header.get("DECOBJ", header.get("DEC", np.nan)), "format": "spSpec"}
     return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, np.nan_to_num(image[3]), mask_bits), meta)
 

@@ -31,7 +31,7 @@ WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access reads one
 MANIFEST = "manifest.json"
 CATALOGUE = "catalogue.parquet"
 FLOAT_COLUMNS = ("z", "ra", "dec", "norm", "good_fraction")
-INT_COLUMNS = ("plate", "mjd", "fiberid", "row", "file_index")
+INT_COLUMNS = ("plate", "mjd", "fiberid", "zwarning", "row", "file_index")
 
 
 def task_name(task: int, num_tasks: int) -> str:
@@ -201,8 +201,12 @@ class Shards:
         return [str(self.folder / s) for s in self.manifest["shards"]]
 
     def column(self, name: str) -> np.ndarray:
-        return np.asarray(self.catalogue.column(name).to_pylist() if name not in INT_COLUMNS + FLOAT_COLUMNS
-                          else self.catalogue.column(name).to_numpy())
+        """A catalogue column; a missing integer (a file without ZWARNING, say) reads as -1, as in the npz
+        catalogue of :mod:`research.data.sdss_fits`."""
+        column = self.catalogue.column(name)
+        if name in INT_COLUMNS:
+            return column.fill_null(-1).to_numpy()
+        return column.to_numpy() if name in FLOAT_COLUMNS else np.asarray(column.to_pylist())
 
     def source(self, rows: Iterable[int] | None = None) -> "SpectrumSource":
         """A grain random-access source over catalogue rows ``rows`` (default all), in that order."""
