@@ -271,18 +271,24 @@ def save(name: str, result: dict, path=None) -> None:
 def mode_sizes(args) -> None:
     rows = []
     common = ["--batch", args.batch, "--chunk", args.chunk, *[a for s in args.set for a in ("--set", s)]]
+
+    def keep():  # after every stage: a long run keeps what it measured
+        save("scale.json", {"meta": meta(args), "batch": args.batch, "steps": args.steps, "set": args.set,
+                            "rows": rows}, args.json)
+        plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
+
     for n in args.n:
         sset = scale_set(args, n)
         row = {"n": n}
+        rows.append(row)
         if n <= args.ingest_max:
             row["ingest"] = run_stage("ingest", "--n", n, "--out", pathlib.Path(args.work) / f"ing_{n}",
                                       "--workers", 1, *[a for f in args.fits for a in ("--fits", f)])
+            keep()
         row["train_stream"] = run_stage("train", "--shards", sset, "--steps", args.steps, *common)
+        keep()
         row["score"] = run_stage("score", "--shards", sset, "--out", pathlib.Path(args.work) / f"score_{n}", *common)
-        rows.append(row)
-        save("scale.json", {"meta": meta(args), "batch": args.batch, "steps": args.steps, "set": args.set,
-                            "rows": rows}, args.json)  # after every N: a long run keeps what it measured
-        plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
+        keep()
 
 
 def mode_compare(args) -> None:
