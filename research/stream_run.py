@@ -22,6 +22,7 @@ import numpy as np
 
 from research import pipeline, scoring, stream_score
 from research.data import limit_rows, stream
+from research.data.scaling import PREPROCESSING, Scaler, save_preprocessing
 from research.data.sdss import _held_out
 from research.data.shards import Shards
 from research.errors import InputError
@@ -101,6 +102,8 @@ def run(config, should_stop=None, log=print) -> dict:
         stream.Stream(ds.source(rows["val"]), prepare, workers), seeds=seeds, should_stop=should_stop, log=log,
         run_info={**{f"n_{k}": int(len(rows[k])) for k in ("train", "val", "test")},
                   "data": {"source": str(ds.folder), "format": "sharded"}})
+    if result.rundir.writer:  # what research.score needs to apply this run to new data (as in memory)
+        save_preprocessing(result.rundir.path / PREPROCESSING, Scaler(), (ds.n_pixels,), 10.0 ** ds.loglam)
     if result.stopped:
         return {"stopped_at_epoch": result.epochs_done, "stopped_at_step": result.steps_done,
                 "run_dir": str(result.rundir.path), "exit_code": result.exit_code}

@@ -52,6 +52,11 @@ def test_sharded_run_scores_and_regions_equal_the_in_memory_run(data_dir, tmp_pa
     top = table.sort_by([("score", "descending")]).column("id").to_pylist()[:2]
     assert streamed["regions"]["top"] == top
     assert len(streamed["regions"]["figures"]) == len(set(top) | set(streamed["regions"]["sampled_ids"]))
+    from research.apply import load_run  # research.score applies a sharded run as it applies an in-memory one
+
+    applied, n_pixels = load_run(streamed["run_dir"]), shards.Shards(tmp_path / "shards").n_pixels
+    assert applied.sample_shape == (n_pixels,) and len(applied.axis) == n_pixels
+    assert applied.threshold == streamed["threshold"]["value"]
 
 
 @pytest.mark.parametrize("key,value,message", [
