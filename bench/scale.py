@@ -269,12 +269,17 @@ def save(name: str, result: dict, path=None) -> None:
 
 # ---- modes ---------------------------------------------------------------------------------------
 def mode_sizes(args) -> None:
-    rows = []
+    rows, earlier = [], []
+    path = pathlib.Path(args.json) if args.json else RESULTS / "scale.json"
+    if args.merge and path.is_file():  # keep the other N of an earlier run
+        old = json.loads(path.read_text())
+        rows = [r for r in old["rows"] if r["n"] not in args.n]
+        earlier = old.get("earlier_runs", []) + [old["meta"]]
     common = ["--batch", args.batch, "--chunk", args.chunk, *[a for s in args.set for a in ("--set", s)]]
 
     def keep():  # after every stage: a long run keeps what it measured
-        save("scale.json", {"meta": meta(args), "batch": args.batch, "steps": args.steps, "set": args.set,
-                            "rows": rows}, args.json)
+        save("scale.json", {"meta": meta(args), "earlier_runs": earlier, "batch": args.batch, "steps": args.steps,
+                            "set": args.set, "rows": sorted(rows, key=lambda r: r["n"])}, args.json)
         plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
 
     for n in args.n:
@@ -392,8 +397,9 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
            "separately, on FITS files, up to the N in its rows. Model: `experiments/sdss_cnn_skip.py` with the "
            "overrides named below. Raw numbers: `bench/results/scale*.json`.", ""]
     if sizes:
-        out += [f"**Against N** (`{_command(sizes['meta'])}`; "
-                f"{_load_text(sizes['meta'])}). Each stage is its own process (wall, CPU and peak RSS from `wait4`). "
+        runs = sizes.get("earlier_runs", []) + [sizes["meta"]]
+        out += ["**Against N** (" + "; then ".join(f"`{_command(m)}` on {_load_text(m)}" for m in runs)
+                + "). Each stage is its own process (wall, CPU and peak RSS from `wait4`). "
                 f"Training: {sizes['steps']} streamed steps of batch {sizes['batch']} after a compiled warm-up "
                 "chunk, the same work at every N, so its time and memory compare across N. Scoring: every "
                 "record, window-rule regions, Parquet out.", "",
@@ -490,6 +496,7 @@ def main() -> None:
     common(s, [1000, 10000])
     s.add_argument("--steps", type=int, default=64, help="streamed training steps timed at every N")
     s.add_argument("--ingest-max", type=int, default=10000, help="largest N also ingested from FITS links")
+    s.add_argument("--merge", action="store_true", help="keep the rows of other N from the existing result file")
     s = sub.add_parser("compare", help="steps/s of in-memory and streamed epochs, alternating in one process")
     common(s, [10000])
     s.add_argument("--epochs", type=int, default=3, help="timed epochs of each (after one warm-up epoch)")
