@@ -138,11 +138,11 @@ def fit_stream(st: StreamingTrainer, state: TrainState, train: stream.Stream, va
             if checkpoints is None or resumed_at_step != step:
                 raise InputError(f"train state: step {step} is inside epoch {epoch}; resuming there needs the "
                                  "data iterator saved with it")
-            checkpoints.restore_data(step, iterator)
+            checkpoints.restore_data(step, iterator.records)
         while done < st.steps:
             if should_stop is not None and should_stop():
                 if done and checkpoints is not None:
-                    checkpoints.save(state, iterator)
+                    checkpoints.save(state, iterator.records)
                 return state
             batches = [next(iterator) for _ in range(min(st.chunk, st.steps - done))]
             state = st.train_chunk(state, batches, done)

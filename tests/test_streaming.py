@@ -134,3 +134,16 @@ def test_processes_read_disjoint_blocks_that_make_the_global_batch(ds):
     assert [len(e) for e in ev] == [3, 2]  # process 1 has no rows of the last batch (rows 16-18 are process 0's)
     merged = [i for b in range(3) for p in range(2) if b < len(ev[p]) for i in ev[p][b]]
     assert merged == list(range(19))
+
+
+def test_worker_processes_give_the_same_batches(ds):
+    """``data.workers=2``: grain's worker processes read the records, the batches (and so training) are the
+    in-process ones, also the short last evaluation batch."""
+    keep = stream.Prepare(fill_masked=True, weight_clip=10.0, keep=("index",))
+    src = ds.source(TRAIN)
+    for make in (lambda w: stream.train_loader(src, keep, seed=0, epoch=1, batch_size=BATCH, workers=w),
+                 lambda w: stream.eval_loader(ds.source(np.arange(19)), keep, batch_size=8, workers=w)):
+        alone, workers = list(make(0)), list(make(2))
+        assert [len(b["index"]) for b in workers] == [len(b["index"]) for b in alone]
+        for a, b in zip(alone, workers):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -10,6 +10,7 @@ iterator state (how far it got) goes into the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import grain.python as grain
 import jax
@@ -102,14 +103,49 @@ def _process_sharding() -> grain.ShardOptions:
     return grain.ShardByJaxProcess(drop_remainder=False)
 
 
-def _loader(source, sampler: BlockSampler, prepare: Prepare, workers: int, buffer: int = 2) -> grain.DataLoader:
-    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=grain.NoSharding(),
-                            operations=[prepare, grain.Batch(sampler.block, drop_remainder=False)],
-                            worker_count=workers, worker_buffer_size=buffer)
+class BatchIterator:
+    """This process's batches: ``block`` records of ``records`` (a grain iterator) stacked, the last one
+    possibly short. ``records`` is what a checkpoint saves (between batches, its position is whole blocks)."""
+
+    def __init__(self, records, block: int):
+        self.records, self.block = records, block
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        rows = list(itertools.islice(self.records, self.block))
+        if not rows:
+            raise StopIteration
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Batched:
+    """A grain loader of records, iterated as :class:`BatchIterator` batches. Batching is done here and not
+    by ``grain.Batch``: with worker processes grain batches each worker's own (strided) records, and the
+    batches would no longer be the blocks of the global batches."""
+
+    loader: grain.DataLoader
+    block: int
+
+    def __iter__(self) -> BatchIterator:
+        return BatchIterator(iter(self.loader), self.block)
+
+
+def _loader(source, sampler: BlockSampler, prepare: Prepare, workers: int, buffer: int = 2) -> Batched:
+    if workers:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's worker processes read its absl flags (defaults unless parsed)
+            flags.FLAGS.mark_as_parsed()
+    return Batched(grain.DataLoader(data_source=source, sampler=sampler, shard_options=grain.NoSharding(),
+                                    operations=[prepare], worker_count=workers, worker_buffer_size=buffer),
+                   sampler.block)
 
 
 def train_loader(source, prepare: Prepare, *, seed: int, epoch: int, batch_size: int, workers: int = 0,
-                 buffer: int = 2, shard: grain.ShardOptions | None = None) -> grain.DataLoader:
+                 buffer: int = 2, shard: grain.ShardOptions | None = None) -> Batched:
     """Epoch ``epoch``'s batches for this process (``shard``, default ``ShardByJaxProcess``): its
     ``batch_size / process_count`` rows of each global batch, read from the shards by this process only."""
     order = epoch_order(seed, epoch, len(source), batch_size)
@@ -118,7 +154,7 @@ def train_loader(source, prepare: Prepare, *, seed: int, epoch: int, batch_size:
 
 
 def eval_loader(source, prepare: Prepare, *, batch_size: int, workers: int = 0,
-                shard: grain.ShardOptions | None = None) -> grain.DataLoader:
+                shard: grain.ShardOptions | None = None) -> Batched:
     """All rows of ``source`` once, in order, as this process's blocks of ``batch_size`` global batches
     (``ceil(N / batch_size)`` batches; the last one short, and for later processes possibly absent)."""
     sampler = BlockSampler(np.arange(len(source)), batch_size, shard or _process_sharding(), "eval")
