@@ -250,14 +250,21 @@ def run_stage(*argv) -> dict:
     return result
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    except OSError:  # no git (a copied working tree)
+        return "unknown"
+
+
 def meta(args) -> dict:
     import jax
 
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
             "python": platform.python_version(), "argv": sys.argv[1:], "load_average_at_start": args.load,
             "load_average_at_end": list(os.getloadavg()), "device": str(jax.devices()[0]),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                     text=True).stdout.strip()}
+            "commit": _commit()}
 
 
 def save(name: str, result: dict, path=None) -> None:
