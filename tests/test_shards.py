@@ -139,3 +139,24 @@ def test_cli_one_line_errors_and_summary(sdss_dir, tmp_path):
               "--quiet")
     assert run.returncode == 0 and "ingested 46/46 spectra" in run.stdout and "merged 1 task(s)" in run.stdout
     assert len(shards.Shards(tmp_path / "o")) == 46
+
+
+@pytest.mark.slow
+@pytest.mark.data("sdss_extra")
+def test_both_folders_through_the_cli_equal_the_npz_ingestion(data_dir, tmp_path):
+    """``--input`` with both SDSS folders (header ids, unnamed HDUs, spSpec files, one bad file) and mask
+    bits by name: the shards hold the npz ingestion's spectra, ids, ZWARNING and arrays, bit for bit."""
+    inputs = [data_dir / "sdss", data_dir / "sdss_extra"]
+    files = [f for i in inputs for f in sdss_fits.find_files(i)]
+    run = subprocess.run([sys.executable, "-m", "data_prep.sdss", "--format", "shards", "--input", *map(str, inputs),
+                          "--output", str(tmp_path / "s"), "--wave-range", "3600,10400", "--mask-bits",
+                          "NOPLUG,BRIGHTSKY", "--workers", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    sdss_fits.ingest(files, tmp_path / "ref.npz", wave_range=WAVE, mask_bits="NOPLUG,BRIGHTSKY")
+    arrays, cat = sdss_fits.load_ingested(tmp_path / "ref.npz")
+    ds = shards.Shards(tmp_path / "s")
+    assert list(ds.column("id")) == list(arrays["ids"]) and len(ds) > 46
+    assert list(ds.column("zwarning")) == list(cat["zwarning"])
+    back = ds.read()
+    for k in ("flux", "ivar", "mask"):
+        assert np.array_equal(back[k], arrays[k]), k

@@ -128,14 +128,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.sdss --format shards",
                                      description="SDSS FITS -> ArrayRecord shards + Parquet catalogue")
     parser.add_argument("--format", choices=("shards",), default="shards")
-    parser.add_argument("--input", help="folder of SDSS FITS files (or one file)")
+    parser.add_argument("--input", nargs="+", help="folders of SDSS FITS files (or files), ingested together")
     parser.add_argument("--output", required=True, help="shard folder")
     parser.add_argument("--wave-range", help="LOW,HIGH Angstrom of the common grid (required: fixes the grid)")
     parser.add_argument("--frame", choices=("observed", "rest"), default="observed")
     parser.add_argument("--norm", choices=sdss_fits.NORMALISATIONS, default="median")
     parser.add_argument("--norm-window", help="LOW,HIGH Angstrom for the normalisation (default: whole spectrum)")
     parser.add_argument("--min-good-fraction", type=float, default=0.1)
-    parser.add_argument("--mask-bits", type=lambda v: int(v, 0), default=None)
+    parser.add_argument("--mask-bits", type=lambda v: int(v, 0) if v[:1].isdigit() or v[:1] == "-" else v,
+                        default=None, help="and_mask bits that make a pixel bad: names (NOPLUG,BRIGHTSKY) or an "
+                        f"integer (-1 = any bit); default {','.join(sdss_fits.DEFAULT_MASK_BITS)}")
     parser.add_argument("--workers", type=int, default=1, help="reading processes on this node")
     parser.add_argument("--shard", type=int, default=None, help="this task's number (SLURM_ARRAY_TASK_ID)")
     parser.add_argument("--num-shards", type=int, default=1, help="number of tasks in the array")
@@ -150,7 +152,8 @@ def main(argv=None) -> int:
             return 0
         if not args.input:
             raise InputError("--input: required unless --merge")
-        report = ingest_task(args.input, args.output, wave_range=sdss_fits._pair(args.wave_range),
+        inputs = args.input[0] if len(args.input) == 1 else [f for i in args.input for f in sdss_fits.find_files(i)]
+        report = ingest_task(inputs, args.output, wave_range=sdss_fits._pair(args.wave_range),
                              task=args.shard or 0, num_tasks=args.num_shards, workers=args.workers,
                              shard_size=args.shard_size, frame=args.frame, norm=args.norm,
                              norm_window=sdss_fits._pair(args.norm_window), mask_bits=args.mask_bits,
