@@ -36,11 +36,11 @@ def make_trainer(member_chunk=0):
                    mixup=0.4, eval_batch_size=4, member_chunk=member_chunk)
 
 
-def stream_fit(ds, trainer, seeds, state=None, **kw):
+def stream_fit(ds, trainer, seeds, state=None, workers=0, **kw):
     st = StreamingTrainer(trainer, len(TRAIN) // BATCH, chunk=2)
     state = trainer.init(seeds, (ds.n_pixels,)) if state is None else state
-    return fit_stream(st, state, stream.Stream(ds.source(TRAIN), PREP), stream.Stream(ds.source(VAL), PREP),
-                      EPOCHS, **kw)
+    return fit_stream(st, state, stream.Stream(ds.source(TRAIN), PREP, workers),
+                      stream.Stream(ds.source(VAL), PREP, workers), EPOCHS, **kw)
 
 
 def leaves(tree):
@@ -76,7 +76,10 @@ def test_streaming_equals_the_in_memory_trainer_given_its_batch_order(reference)
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, tmp_path, workers):
+    """Stopped mid-epoch and resumed from the checkpoint (train state + grain iterator state, also with
+    grain worker processes): the parameters of the uninterrupted run."""
     _, _, uninterrupted, _ = reference
     calls = []
 
@@ -85,14 +88,14 @@ def test_resume_mid_epoch_ends_with_the_uninterrupted_parameters(ds, reference, 
         return len(calls) >= 5
 
     ckpt = Checkpoints(tmp_path)
-    state = stream_fit(ds, make_trainer(), [0], checkpoints=ckpt, should_stop=stop)
+    state = stream_fit(ds, make_trainer(), [0], checkpoints=ckpt, should_stop=stop, workers=workers)
     assert int(np.asarray(state.epoch)[0]) == 1 and int(np.asarray(state.step)[0]) == 7
     ckpt.close()
     ckpt = Checkpoints(tmp_path)
     assert ckpt.latest_step() == 7 and (tmp_path / "latest" / "7" / "data").is_dir()
     trainer = make_trainer()
     restored, step = ckpt.restore(trainer.init([0], (ds.n_pixels,)))
-    resumed = stream_fit(ds, trainer, [0], state=restored, checkpoints=ckpt, resumed_at_step=step)
+    resumed = stream_fit(ds, trainer, [0], state=restored, checkpoints=ckpt, resumed_at_step=step, workers=workers)
     ckpt.close()
     assert int(np.asarray(resumed.epoch)[0]) == EPOCHS
     for a, b in zip(leaves(uninterrupted.params), leaves(resumed.params)):
