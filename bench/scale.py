@@ -390,11 +390,12 @@ def _load_text(m: dict) -> str:
 
 
 def markdown(results: pathlib.Path = RESULTS) -> str:
-    """The BENCHMARKS.md section of whichever of ``scale.json``, ``scale_train.json`` and
-    ``scale_workers.json`` exist (``bench/report.py`` appends it)."""
-    sizes, train, workers = (json.loads(p.read_text()) if p.is_file() else None
-                             for p in (results / "scale.json", results / "scale_train.json",
-                                       results / "scale_workers.json"))
+    """The BENCHMARKS.md section of whichever of ``scale.json``, ``scale_train*.json`` and
+    ``scale_workers*.json`` exist (``bench/report.py`` appends it; several ``compare`` or ``workers`` results,
+    e.g. ``scale_train_gpu.json`` beside the CPU one, each get their table)."""
+    sizes = json.loads((results / "scale.json").read_text()) if (results / "scale.json").is_file() else None
+    trains, workers_runs = ([json.loads(p.read_text()) for p in sorted(results.glob(f"{stem}*.json"))]
+                            for stem in ("scale_train", "scale_workers"))
     out = ["## 7. Data beyond memory: the sharded path (`python -m bench.scale`)", "",
            "Scale set: the real spectra of `../shared/data/sdss` ingested into shards on 3600-10400 Å (4,608 px); "
            "record `i` is real spectrum `i mod 46` rolled by a random whole number of pixels in [-20, 20] (a "
@@ -430,7 +431,7 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
         if (RESULTS / "scale.png").is_file():
             out += ["", "![time and memory against N](bench/results/scale.png)"]
         out += [""]
-    if train:
+    for train in trains:
         m, med = train["meta"], train["median_epoch_seconds"]
         ratio = train["sharded_over_in_memory"]
         out += [f"**Streaming vs in-memory training, side by side** (`{_command(m)}`; {_load_text(m)}). "
@@ -447,9 +448,8 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
         out += ["", f"Sharded / in-memory throughput (ratio of the medians): **{ratio:.2f}×**; target ≥ 0.8×: "
                 f"**{'met' if ratio >= 0.8 else 'not met'}**. Epoch by epoch (each in-memory epoch over the "
                 f"streamed epoch after it): {', '.join(f'{r:.2f}' for r in pairs)}× (median "
-                f"{statistics.median(pairs):.2f}×): the load of a shared machine moves single epochs more than "
-                "the two paths differ.", ""]
-    if workers:
+                f"{statistics.median(pairs):.2f}×; single epochs vary with the load on the machine).", ""]
+    for workers in workers_runs:
         m = workers["meta"]
         out += [f"**Ingestion against `--workers`** (`{_command(m)}`; "
                 f"{_load_text(m)}): {workers['files']:,} links to {workers['distinct_files']} FITS files, "
@@ -459,7 +459,7 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
             out.append(f"| {r['workers']} | {r['seconds']:.1f} | {r['items_per_s']:.0f} | {r['speedup']:.2f}× | "
                        f"{r['cpu_seconds']:.0f} | {r['peak_rss_mib']:.0f} |")
         out += [""]
-    else:
+    if not workers_runs:
         out += ["**Ingestion against `--workers`**: not measured here (2 shared, busy cores). On a machine with idle "
                 "cores: `python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra "
                 "--files 4000 --workers 1 2 4 8 16`.", ""]
