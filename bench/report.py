@@ -316,6 +316,9 @@ def write_report(path: pathlib.Path, results: dict, argv: list[str]) -> None:
                   "by chance). On a machine with one, `python -m bench.run --device gpu` (or the default "
                   "`--device auto`) runs the same tables there and labels them with the card; JAX needs its CUDA "
                   "build (`pip install -U \"jax[cuda12]\"`) and PyTorch a CUDA build.", ""]
+    if any((REPO_ROOT / "bench" / "results").glob("scale*.json")):  # measured apart (python -m bench.scale)
+        from bench.scale import markdown as scale_markdown
+        lines += [scale_markdown(), ""]
     startup = REPO_ROOT / "bench" / "results" / "startup.json"
     if startup.exists():  # measured apart (python -m bench.startup); its section is kept beside these
         from bench.startup import markdown

@@ -15,6 +15,9 @@ each then fails with ``RuntimeError: Event loop is closed`` inside tensorstore's
 prints as an unraisable exception; the coroutines left behind may warn that they were never awaited.
 Those reports say nothing the failed save's own error does not, so they are kept
 (:func:`late_write_reports`, for ``error.log``) instead of printed.
+
+A streaming run (``data.format=sharded``) stopped mid-epoch also saves each process's grain iterator
+state as the ``data`` item of the same ``latest`` checkpoint, beside the state (item ``default``).
 """
 
 from __future__ import annotations
@@ -98,17 +101,25 @@ class Checkpoints:
             return ocp.CheckpointManagerOptions(
                 max_to_keep=KEEP, create=True, enable_async_checkpointing=False,
                 multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
-        self.latest = ocp.CheckpointManager(directory / "latest", options=options("latest"))
+        self.latest = ocp.CheckpointManager(directory / "latest", item_names=("default", "data"),
+                                            options=options("latest"))
         self.best = ocp.CheckpointManager(directory / "best", options=options("best"))
 
-    def save(self, state: TrainState) -> int:
-        """Saves the state under its step number (and its best parameters); returns the step."""
+    def save(self, state: TrainState, data_iterator=None) -> int:
+        """Saves the state under its step number (and its best parameters) and, when given, a grain
+        iterator's position; returns the step."""
         step = int(jax.device_get(state.step).reshape(-1)[0])
         if self.latest.latest_step() == step:
             return step
-        for manager, item in ((self.latest, state), (self.best, state.best_params)):
+        items = {"default": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            import grain.python as grain
+
+            items["data"] = grain.PyGrainCheckpointSave(data_iterator)
+        for manager, args in ((self.latest, ocp.args.Composite(**items)),
+                              (self.best, ocp.args.StandardSave(state.best_params))):
             try:
-                saved = manager.save(step, args=ocp.args.StandardSave(item))
+                saved = manager.save(step, args=args)
             except BaseException:
                 self._discard_unfinished(step)
                 raise
@@ -136,7 +147,8 @@ class Checkpoints:
             raise InputError(f"{self.latest.directory}: no checkpoint to resume from")
         for step in steps:
             try:
-                return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(like))), step
+                args = ocp.args.Composite(default=ocp.args.StandardRestore(_abstract(like)))
+                return self.latest.restore(step, args=args)["default"], step
             except Exception as exc:  # orbax/tensorstore raise many kinds for a damaged checkpoint
                 why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                 bad = pathlib.Path(self.latest.directory) / str(step)
@@ -149,6 +161,12 @@ class Checkpoints:
                 self.latest.reload()
                 self.best.reload()
         raise InputError(f"{self.latest.directory}: no readable checkpoint (tried steps {steps})")
+
+    def restore_data(self, step: int, data_iterator) -> None:
+        """Moves ``data_iterator`` to where the iterator saved with step ``step`` stood."""
+        import grain.python as grain
+
+        self.latest.restore(step, args=ocp.args.Composite(data=grain.PyGrainCheckpointRestore(data_iterator)))
 
     def close(self) -> None:
         self.latest.wait_until_finished()

@@ -41,6 +41,11 @@ def base_config(data: str | None = None, model: str | None = None, analyses=()) 
     c.data.scaling = "none"  # none | minmax | standard | global_minmax | global_standard, fitted on train
     c.data.limit = 0  # max rows per split (0 = all)
     c.data.score_only = False  # set by research.score: every sample read into the test split, nothing trained
+    # in_memory: the dataset on every device for the whole run (the fast path while it fits); sharded:
+    # data.path is a merged shard folder (python -m data_prep.sdss --format shards), streamed by grain
+    c.data.format = "in_memory"
+    c.data.workers = 0  # sharded: grain reading processes per training process (0 = in the training process)
+    c.data.chunk = 8  # sharded: batches prefetched and run per compiled call (a stop is seen between calls)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "dense"  # research/models/__init__.py MODELS; its keys are the module's fields
@@ -114,6 +119,8 @@ BOUNDS: dict[str, str] = {
     "smoke_limit": ">= 1",
     "data.val_fraction": ">= 0, < 1",
     "data.limit": ">= 0",
+    "data.workers": ">= 0",
+    "data.chunk": ">= 1",
     "train.epochs": ">= 1",
     "train.batch_size": ">= 1",
     "train.learning_rate": "> 0",

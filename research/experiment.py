@@ -11,7 +11,7 @@ import numpy as np
 from research import pipeline, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
-from research.data import prepare_data
+from research.data import check_format, prepare_data
 from research.data.scaling import PREPROCESSING, save_preprocessing
 from research.metrics import classification_metrics
 from research.training import check_train_config
@@ -34,6 +34,10 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     scoring.check_threshold(config.threshold)
     check_analyses(config)
     check_train_config(config.train)
+    if check_format(config) == "sharded":
+        from research import stream_run
+
+        return stream_run.run(config, should_stop=should_stop, log=log)
     pipeline.check(config)
     t_start = time.time()
     ds, scaler = prepare_data(config, log)

@@ -31,6 +31,7 @@ OPTIONS = {  # the analysis's own keys of config.regions -> (default, comment)
     "only_anomalous": (False, "figures only for the flagged spectra"),
     "sample_n": (0, "figures for a seeded sample of this many of the selected spectra; 0 = all"),
     "seed": (0, "seed of that sample"),
+    "top_n": (10, "data.format=sharded: figures of the top_n highest scores (with the sample_n sample) only"),
     "image_dir": (placeholder(str), "cached SDSS cutouts <id>.jpg; None = cache/sdss/images"),
 }
 

@@ -56,6 +56,17 @@ def load_dataset(data_config) -> Dataset:
     return loader(data_config)
 
 
+FORMATS = ("in_memory", "sharded")  # config key data.format
+
+
+def check_format(config) -> str:
+    """``config.data.format``, or a one-line config error naming the choices."""
+    value = config.data.format
+    if value not in FORMATS:
+        raise InputError(f"config key data.format: unknown format {value!r}; choose one of {FORMATS}")
+    return value
+
+
 def check_finite(array: np.ndarray, source: str) -> None:
     """One-line error naming the source if the array holds NaN or infinite values."""
     bad = ~np.isfinite(array)
