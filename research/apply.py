@@ -57,10 +57,10 @@ def _restore(directory: pathlib.Path, like, params_of=lambda tree: tree) -> Any:
     shape differs from the model's, or any other failure, is one line."""
     if not directory.is_dir():
         raise InputError(f"{directory}: no checkpoint (the run did not finish, or was trained elsewhere)")
-    from research.checkpoints import _keep_closed_loop_reports
+    from research.checkpoints import keep_closed_loop_reports
 
     abstract = jax_tree_abstract(like)
-    _keep_closed_loop_reports()  # a failed read's leftover threads report "Event loop is closed" after it
+    keep_closed_loop_reports()  # a failed read's leftover threads report "Event loop is closed" after it
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # orbax warns that a read-only manager will not save
     sys.stderr.flush()
