@@ -163,7 +163,14 @@ def data_defaults(name: str) -> dict:
 
     if name not in LOADERS:
         raise InputError(f"config key data.name: unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
-    return dict(getattr(importlib.import_module(LOADERS[name].split(":")[0]), "DEFAULTS", {}))
+    return fresh(getattr(importlib.import_module(LOADERS[name].split(":")[0]), "DEFAULTS", {}))
+
+
+def fresh(defaults: Mapping[str, Any]) -> dict:
+    """A copy of a ``DEFAULTS`` dict with a new reference for every placeholder: a config setting a
+    placeholder key sets the reference's value, which must not change the module's own defaults."""
+    return {k: config_dict.FieldReference(v.get(), field_type=v.get_type())
+            if isinstance(v, config_dict.FieldReference) else v for k, v in defaults.items()}
 
 
 def model_defaults(name: str) -> dict:
@@ -239,7 +246,7 @@ def analysis_blocks(names) -> dict[str, dict | None]:
         declared = getattr(module, "DEFAULTS", None)
         if declared is None and hasattr(module, "defaults"):
             declared = module.defaults()
-        blocks[getattr(module, "CONFIG_BLOCK", name)] = declared
+        blocks[getattr(module, "CONFIG_BLOCK", name)] = None if declared is None else fresh(declared)
     return blocks
 
 

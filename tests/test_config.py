@@ -109,6 +109,18 @@ def test_model_keys_follow_the_model():
         resolve(c)
 
 
+def test_setting_a_placeholder_key_leaves_the_modules_defaults_alone():
+    """A placeholder default is a shared FieldReference; setting it in one config must not leak into the next."""
+    from research.data import sdss
+
+    c = base_config("sdss", "cnn_skip")
+    c.data.wave_range = (3600.0, 7400.0)
+    c.model.latent_dim = 7
+    assert sdss.DEFAULTS["wave_range"].get() is None
+    assert base_config("sdss", "cnn_skip").data.wave_range is None
+    assert base_config("sdss", "cnn_skip").model.latent_dim is None
+
+
 def test_wrong_type_of_a_loader_key():
     c = base_config()  # the fsdd keys are added by the file below, not declared up front by base_config("fsdd")
     c.data.name = "fsdd"
