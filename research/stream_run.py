@@ -122,7 +122,27 @@ def regions_params(config) -> dict | None:
     cfg = dict(config.get("regions") or {})
     method = check_method(cfg.get("method") or "window")
     return {"method": method, "detrend_width": int(cfg.get("detrend_width") or 0),
-            "noise_width": int(cfg.get("noise_width") or 0), **params_of(method, cfg)}
+            "noise_width": int(cfg.get("noise_width") or 0),
+            "model_error_quantile": float(cfg.get("model_error_quantile") or 0), **params_of(method, cfg)}
+
+
+def calibrated_model_error(config, ds, rows, trainer, params, rundir) -> np.ndarray:
+    """The model error per pixel over the training and validation spectra (a seeded sample of at most
+    ``stream_score.MODEL_ERROR_ROWS`` of them), saved where research.load_run finds it, as in memory."""
+    from research.analyses.sdss_regions import MODEL_ERROR_FILE
+
+    cfg = config.regions
+    calib = np.unique(np.concatenate([rows["train"], rows["val"]]))  # val is train when val_fraction = 0
+    if len(calib) > stream_score.MODEL_ERROR_ROWS:
+        calib = np.sort(np.random.default_rng(int(cfg.get("seed", 0))).choice(
+            calib, stream_score.MODEL_ERROR_ROWS, replace=False))
+    sigma = stream_score.model_error(trainer, params, ds.source(calib), _prepare(config.data, ("index", "ivar")),
+                                     quantile=float(cfg.model_error_quantile),
+                                     width=int(cfg.get("model_error_width") or 1),
+                                     detrend_width=int(cfg.get("detrend_width") or 0))
+    if rundir.writer:
+        np.save(rundir.path / MODEL_ERROR_FILE, sigma)
+    return sigma
 
 
 def score_and_report(config, ds, rows, trainer, params, rundir, state, history, train_seconds, t_start) -> dict:
@@ -131,6 +151,8 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
     needs_ivar = rcfg is not None and uses_ivar(rcfg["method"], (config.get("regions") or {}).get("noise_units"))
     prepare = _prepare(config.data)
     test_prepare = _prepare(config.data, ("index", "ivar") if needs_ivar else ("index",))
+    if rcfg is not None and rcfg.pop("model_error_quantile"):
+        rcfg["model_sigma"] = calibrated_model_error(config, ds, rows, trainer, params, rundir)
     fit_rows = rows[th.fit_on]
     fit = stream_score.fit_scores(trainer, params, ds.source(fit_rows), prepare, normalize)
     thr = scoring.threshold(fit, th.method, th.k, th.percentile)
@@ -192,9 +214,10 @@ def figures(trainer, params, ds, chosen, prepare, thr, rcfg, axis, ids, rundir, 
     paths = []
     params_r = dict(rcfg)
     dw, nw = int(params_r.pop("detrend_width", 0)), int(params_r.pop("noise_width", 0))
+    model_sigma = params_r.pop("model_sigma", None)
     cat = {c: ds.column(c) for c in ("class", "z")}
     for rows, recon, score, _ in stream_score.batches(trainer, params, ds.source(chosen), prepare, normalize):
-        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), dw, nw)
+        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), dw, nw, model_sigma)
         regions = detect(rows["x"], r_recon, rows.get("mask"), axis, ivar=r_ivar, **params_r)
         for j, i in enumerate(rows["index"]):
             title = (f"{ids[i]}   {cat['class'][i]}   z={float(cat['z'][i]):.4f}   score {score[j]:.4g}"

@@ -65,6 +65,35 @@ def fit_scores(trainer, params, source, prepare, normalize: str) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def model_error(trainer, params, source, prepare, *, quantile: float, width: int, detrend_width: int) -> np.ndarray:
+    """The model error per pixel (:func:`research.regions.residuals.model_error`) over the spectra of
+    ``source`` (the caller passes a seeded sample of at most ``MODEL_ERROR_ROWS`` training rows, so memory
+    is bounded whatever N; below that it is every training spectrum, as on the in-memory path)."""
+    from research.regions.residuals import detrend, model_error as per_pixel
+
+    keep = ("x", "mask", "ivar", "recon")
+    parts = {k: [] for k in keep}
+    for rows, recon, _, _ in batches(trainer, params, source, prepare):
+        for k, v in {**rows, "recon": recon}.items():
+            if k in parts:
+                parts[k].append(np.asarray(v))
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    if jax.process_count() > 1:  # every process's rows, padded to the longest, then the padding dropped
+        n = int(max(multihost_utils.process_allgather(np.asarray([len(arrays["x"])]))))
+        ok = np.zeros(n, bool)
+        ok[: len(arrays["x"])] = True
+        ok = multihost_utils.process_allgather(ok, tiled=True)
+        arrays = {k: multihost_utils.process_allgather(
+            np.concatenate([v, np.zeros((n - len(v), *v.shape[1:]), v.dtype)]), tiled=True)[ok]
+            for k, v in arrays.items()}
+    x, mask, ivar = arrays["x"], arrays["mask"].astype(bool), arrays["ivar"]
+    recon = detrend(x, arrays["recon"], mask, detrend_width, ivar)
+    return per_pixel(x, recon, mask, ivar, quantile, width)
+
+
+MODEL_ERROR_ROWS = 4096  # training spectra sampled for the model-error calibration (memory ~ rows x pixels)
+
+
 class PartWriter:
     """Parquet files of at most ``part_rows`` rows, named by process and part number."""
 
@@ -97,7 +126,8 @@ def score_split(trainer, params, source, prepare, out_dir, *, threshold: float, 
     """One pass over ``source``: scores, flags and regions into Parquet parts; returns the summary.
 
     ``ids``/``labels`` are indexed by catalogue row. Counts are this process's rows.
-    ``regions_cfg``: the detector's keyword arguments (with ``method``), or None for no regions."""
+    ``regions_cfg``: the detector's keyword arguments (with ``method``, the residual preprocessing and
+    ``model_sigma``), or None for no regions."""
     scores = PartWriter(out_dir, "scores", part_rows)
     region_parts = PartWriter(out_dir, "regions", part_rows)
     n = n_flag = n_regions = n_region_flag = 0
@@ -111,7 +141,8 @@ def score_split(trainer, params, source, prepare, out_dir, *, threshold: float, 
         if regions_cfg is not None:
             params = dict(regions_cfg)
             r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"),
-                                         int(params.pop("detrend_width", 0)), int(params.pop("noise_width", 0)))
+                                         int(params.pop("detrend_width", 0)), int(params.pop("noise_width", 0)),
+                                         params.pop("model_sigma", None))
             regions = detect(rows["x"], r_recon, rows.get("mask"), axis, ivar=r_ivar, **params)
             cols["region_score"], cols["region_flag"] = regions.scores, regions.flags.astype(np.int32)
             cols["n_regions"] = np.bincount(regions.spectrum, minlength=len(index)).astype(np.int32)

@@ -45,6 +45,9 @@ def test_sharded_run_scores_and_regions_equal_the_in_memory_run(data_dir, tmp_pa
     assert streamed["threshold"]["value"] == pytest.approx(mem["threshold"]["value"], rel=1e-6)
     assert streamed["n_flagged"] == mem["n_flagged"] and streamed["test"]["roc_auc"] == pytest.approx(
         mem["test"]["roc_auc"])
+    # the model error calibrated on the training spectra (in one more streaming pass) as in memory
+    np.testing.assert_allclose(np.load(f"{streamed['run_dir']}/model_error.npy"),
+                               np.load(f"{mem['run_dir']}/model_error.npy"), rtol=1e-5, atol=1e-7)
     assert streamed["regions"]["n_regions"] == mem["analyses"]["sdss_regions"]["n_regions"]
     assert streamed["regions"]["n_flagged"] == mem["analyses"]["sdss_regions"]["n_flagged"]
     regions = stream_score.read_parts(f"{streamed['run_dir']}/scores", "regions")
