@@ -121,6 +121,7 @@ class Run:
         if shape != self.sample_shape:
             hint = ("for SDSS spectra score through the run (research.score / Run.score_data), which resamples them "
                     "onto the run's wavelength grid" if self.config.data.name == "sdss" else
+                    "resize the images to the run's size first" if self.config.data.name == "fashion_mnist" else
                     "prepare the data as for training (same loader settings: lengths, bins, frames, data.shape)")
             raise InputError(f"{source}: samples of shape {shape}, but run {self.path} was trained on samples of "
                              f"shape {self.sample_shape}; {hint}")
@@ -315,9 +316,11 @@ def load_run(path) -> Run:
     if not path.is_dir():
         raise InputError(f"{path}: no such run directory")
     config = ml_collections.ConfigDict(_read_json(path / "config.json"))
-    if config.get("runner", "reconstruction") != "reconstruction" or "classes" in config.data:
-        raise InputError(f"{path}: a one-class benchmark run (a model per class); research.score applies runs "
-                         "of one model (or ensemble) trained on one dataset")
+    # data.classes is a key of every Fashion-MNIST config (the one_class runner's): the runner tells them apart
+    if config.get("runner", "reconstruction") != "reconstruction":
+        raise InputError(f"{path}: a {config.runner} benchmark run (a model per class, ROC-AUC per class, no "
+                         "threshold) cannot be scored; research.score applies a run of one model (or ensemble) "
+                         "with a threshold, e.g. experiments/fashion_mnist.py:dense with data.normal_classes set")
     metrics = _read_json(path / "metrics.json")
     if "threshold" not in metrics:
         raise InputError(f"{path / 'metrics.json'}: no threshold; the run stopped before scoring (resume it first)")

@@ -263,3 +263,97 @@ def test_sdss_spectra_ingested_on_their_own_grid_score_as_in_the_run(sdss_run, d
                                          rf"samples of shape \({run.sample_shape[0]},\); for SDSS spectra score "
                                          "through the run"):
         run.score(flux["flux"])
+
+
+# ---- Fashion-MNIST: IDX image files through the run's loader ----------------------------------------
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory, data_dir):
+    """The seed experiment (dense AE) with a normal class, so the test images are labelled: one epoch on
+    the 6,000 T-shirts, every one of the 10,000 test images scored (no data.limit)."""
+    c = load_config(str(REPO / "experiments" / "fashion_mnist.py:dense"))
+    c.data.normal_classes = (0,)
+    c.train.epochs = 1
+    return _train(c, tmp_path_factory.mktemp("runs"))[0]
+
+
+def _idx(path, images):
+    """``images`` (uint8, N x H x W) as a gzipped IDX3 file."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, 3]) + b"".join(int(n).to_bytes(4, "big") for n in images.shape)
+    path.write_bytes(gzip.compress(header + images.astype(np.uint8).tobytes()))
+    return path
+
+
+@pytest.mark.data("fashion_mnist")
+def test_fashion_test_file_scores_exactly_as_the_run_did(fashion_run, data_dir):
+    before = _hashes(fashion_run)
+    proc = _score_cli(f"--run={fashion_run}", str(data_dir / "fashion_mnist" / "t10k-images-idx3-ubyte.gz"),
+                      "--name=t10k")
+    assert proc.returncode == 0, proc.stderr
+    out = fashion_run / "scores" / "t10k"
+    assert (out / "scores.csv").read_bytes() == (fashion_run / "scores.csv").read_bytes()  # ids, scores, labels
+    rows = _rows(out / "scores.csv")
+    assert len(rows) == 10000 and rows[0]["id"] == "test00000_boot" and rows[0]["label"] == "1"
+    assert sum(r["label"] == "0" for r in rows) == 1000  # the T-shirts: the run's normal class
+    run_metrics = json.loads((fashion_run / "metrics.json").read_text())
+    assert json.loads((out / "metrics.json").read_text())["test"] == run_metrics["test"]
+    assert json.loads((out / "scoring.json").read_text())["split"] == "all"
+    assert _hashes(fashion_run) == before
+
+
+@pytest.mark.data("fashion_mnist")
+def test_fashion_score_mode_reads_uncompressed_files_and_folders_in_order(data_dir, tmp_path):
+    import gzip
+
+    from research.data.fashion_mnist import load, read_split
+
+    fm = data_dir / "fashion_mnist"
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(gzip.decompress((fm / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    os.symlink(fm / "t10k-labels-idx1-ubyte.gz", tmp_path / "t10k-labels-idx1-ubyte.gz")
+    x, y = read_split(fm, "test")
+    _idx(tmp_path / "mine-images-idx3-ubyte.gz", (x[:3] * 255).round())  # no labels file beside it
+    cfg = load_config(str(REPO / "experiments" / "fashion_mnist.py:dense")).data
+    cfg.score_only, cfg.path, cfg.normal_classes = True, str(tmp_path), (0, 9)
+    ds = load(cfg)
+    assert ds.meta["score_only"] and len(ds.train["x"]) == 0
+    assert np.array_equal(ds.test["x"], np.concatenate([x[:3], x]))  # sorted file names: mine, then t10k
+    assert ds.test_ids[:4] == ["mine_00000", "mine_00001", "mine_00002", "test00000_boot"]
+    assert ds.test_labels is None  # one file has no labels
+    cfg.path = str(tmp_path / "t10k-images-idx3-ubyte")
+    assert np.array_equal(load(cfg).test_labels, (~np.isin(y, (0, 9))).astype(np.int32))
+
+
+@pytest.mark.data("fashion_mnist", "ecg5000")
+def test_fashion_run_refuses_other_shapes_and_other_files_in_one_line(fashion_run, data_dir, tmp_path):
+    from research.data.fashion_mnist import read_idx
+
+    images = read_idx(data_dir / "fashion_mnist" / "t10k-images-idx3-ubyte.gz", ndim=3)[:4]
+    big = _idx(tmp_path / "big-images-idx3-ubyte.gz", np.pad(images, ((0, 0), (2, 2), (2, 2))))
+    proc = _score_cli(f"--run={fashion_run}", str(big))
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {big}: samples of shape (32, 32), but run {fashion_run} was trained on samples of shape (28, 28); "
+        "resize the images to the run's size first\n")
+    ecg = data_dir / "ecg5000" / "ECG5000_TEST.txt"
+    with pytest.raises(InputError) as exc:
+        research.load_run(fashion_run).score_data({"data.path": str(ecg)}, name="ecg", log=None)
+    assert str(exc.value).startswith(f"{ecg}: bad IDX magic number 0x") and "\n" not in str(exc.value)
+
+
+@pytest.mark.data("fashion_mnist")
+def test_one_class_benchmark_run_is_refused_in_one_line(tmp_path, data_dir):
+    from research.one_class import run as one_class_run
+
+    c = load_config(str(REPO / "experiments" / "fashion_mnist.py:one_class"))
+    c.data.classes, c.data.limit, c.data.val_rows = (1, 7), 128, 32
+    c.train.epochs, c.train.batch_size = 1, 64
+    c.run.root, c.run.name, c.plots.enabled = str(tmp_path), "oc", False
+    one_class_run(c, log=lambda *a: None)
+    run = tmp_path / c.experiment / "oc"
+    proc = _score_cli(f"--run={run}", str(data_dir / "fashion_mnist" / "t10k-images-idx3-ubyte.gz"))
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {run}: a one_class benchmark run (a model per class, ROC-AUC per class, no threshold) cannot be "
+        "scored; research.score applies a run of one model (or ensemble) with a threshold, e.g. "
+        "experiments/fashion_mnist.py:dense with data.normal_classes set\n")
+    assert not (run / "scores").exists()
