@@ -65,11 +65,7 @@ def _read_one(job):
         return "skip", None, {"file": pathlib.Path(path).name, "reason": str(exc)}
 
 
-def task_block(n: int, task: int, num_tasks: int) -> range:
-    """The file positions of task ``task`` of ``num_tasks``: contiguous, sizes differing by at most one."""
-    if not 0 <= task < num_tasks:
-        raise InputError(f"--shard: {task} must be in 0..{num_tasks - 1} (--num-shards {num_tasks})")
-    return range(task * n // num_tasks, (task + 1) * n // num_tasks)
+task_block = shards.task_block
 
 
 def ingest_task(inputs, out_dir, *, wave_range, task: int = 0, num_tasks: int = 1, workers: int = 1,
@@ -103,7 +99,7 @@ def ingest_task(inputs, out_dir, *, wave_range, task: int = 0, num_tasks: int = 
                                        f"duplicate of {seen[row['id']]} (same plate-mjd-fiber {row['id']})"}
             if status == "ok":
                 seen[row["id"]] = row["file"]
-                writer.add(*arrays, row)
+                writer.add(*arrays, row=row)
             else:
                 skipped.append(row)
             if log and (done % 1000 == 0 or status == "skip"):
