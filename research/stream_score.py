@@ -79,7 +79,7 @@ def model_error(trainer, params, source, prepare, *, quantile: float, width: int
                 parts[k].append(np.asarray(v))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     if jax.process_count() > 1:  # every process's rows, padded to the longest, then the padding dropped
-        n = int(max(multihost_utils.process_allgather(np.asarray([len(arrays["x"])]))))
+        n = int(np.max(multihost_utils.process_allgather(np.asarray([len(arrays["x"])]))))
         ok = np.zeros(n, bool)
         ok[: len(arrays["x"])] = True
         ok = multihost_utils.process_allgather(ok, tiled=True)
