@@ -194,7 +194,7 @@ def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: 
                     writer.add(*arrays, row=row)
             else:
                 skipped.append({"file": path.name, "reason": out})
-            if log:
+            if log and (status == "skip" or done % 1000 == 0 or len(out) >= 1000):  # skips, progress, big files
                 log(f"[{done}/{len(block)}] " + (f"skipped: {out}" if status == "skip" else f"{path.name}: {len(out)}"))
     finally:
         if pool:
