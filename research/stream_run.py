@@ -2,9 +2,11 @@
 scoring, regions and figures around the one training pipeline.
 
 The same experiment as the in-memory path, for data that does not fit in memory: ``data.path`` names
-a merged shard folder (``python -m data_prep.sdss --format shards``). The splits come from the
+a merged shard folder (``python -m data_prep.sdss --format shards``; RF frames and FSDD spectra:
+``python -m data_prep.rf --format shards``, ``python -m data_prep.audio``). The splits come from the
 catalogue alone (as :mod:`research.data.sdss` makes them: ``train_classes``, ``holdout_fraction`` or
-``n_folds``/``fold``, then ``data.val_fraction``); training is :func:`research.pipeline.train` given
+``n_folds``/``fold``; RF and FSDD as :mod:`research.data.rf` and :mod:`research.data.fsdd` do; then
+``data.val_fraction``); training is :func:`research.pipeline.train` given
 :class:`research.data.stream.Stream` rows (run directory, lock, ``run.json``, resume, checkpoints and
 stop signals are the pipeline's), and scoring is :func:`research.stream_score.score_split`. Writes
 ``metrics.json``, ``scores/scores-*.parquet`` and ``scores/regions-*.parquet`` (each process its own
@@ -31,10 +33,40 @@ from research.regions import check_method, uses_ivar
 from research.regions.registry import params_of
 
 
+SHARDED = {"sdss": "sdss", "rf": "rf", "fsdd": "audio"}  # data.name -> the dataset of its shards (manifest.json)
+
+
 def splits(ds: Shards, data_cfg, seed: int) -> dict[str, np.ndarray]:
-    """Catalogue rows of train / val / test (and every row's label), chosen as the in-memory SDSS loader
-    (:func:`research.data.sdss.load`: ``zwarning_ok``, hold-out or fold, ``n_train``) and
-    :func:`research.data.load_splits` (validation split, ``data.limit``) choose them."""
+    """Catalogue rows of train / val / test (and every row's label), chosen as the in-memory loader (SDSS:
+    :func:`research.data.sdss.load`, here :func:`sdss_rows`; RF: :func:`research.data.rf.shard_rows`; FSDD:
+    :func:`research.data.fsdd.shard_rows`) and :func:`research.data.load_splits` (validation split,
+    ``data.limit``) choose them."""
+    if data_cfg.name == "rf":
+        from research.data.rf import shard_rows
+    elif data_cfg.name == "fsdd":
+        from research.data.fsdd import shard_rows
+    else:
+        shard_rows = sdss_rows
+    chosen = shard_rows(ds, data_cfg)
+    train, test, limit = chosen["train"], chosen["test"], data_cfg.limit
+    fraction = float(data_cfg.val_fraction)
+    if fraction <= 0:
+        val = train
+    else:
+        n_val = max(1, int(round(fraction * len(train))))
+        if n_val >= len(train):
+            raise InputError(f"config key data.val_fraction: {fraction} leaves no training rows (of {len(train)})")
+        perm = np.random.default_rng(seed).permutation(len(train))
+        train, val = train[perm[n_val:]], train[perm[:n_val]]
+    train, val = (limit_rows({"i": a}, limit, seed)["i"] for a in (train, val))
+    if limit and len(test) > limit:
+        test = test[np.sort(np.random.default_rng(seed).choice(len(test), limit, replace=False))]
+    return {"train": train, "val": val, "test": test, "labels": chosen["labels"]}
+
+
+def sdss_rows(ds: Shards, data_cfg) -> dict[str, np.ndarray]:
+    """Train and test catalogue rows of SDSS shards as :func:`research.data.sdss.load` chooses them (before
+    the validation split), and every row's label."""
     train_classes = tuple(str(c).upper() for c in (data_cfg.train_classes or ("GALAXY",)))
     classes = np.char.upper(ds.column("class").astype(str))
     normal = np.isin(classes, train_classes)
@@ -52,25 +84,14 @@ def splits(ds: Shards, data_cfg, seed: int) -> dict[str, np.ndarray]:
         train = np.random.default_rng(split_seed + 1).permutation(train)[: int(data_cfg.n_train)]
     train = limit_rows({"i": np.sort(train)}, limit, split_seed)["i"]
     test = limit_rows({"i": np.sort(np.concatenate([held, np.flatnonzero(~normal & usable)]))}, limit, split_seed)["i"]
-    fraction = float(data_cfg.val_fraction)
-    if fraction <= 0:
-        val = train
-    else:
-        n_val = max(1, int(round(fraction * len(train))))
-        if n_val >= len(train):
-            raise InputError(f"config key data.val_fraction: {fraction} leaves no training rows (of {len(train)})")
-        perm = np.random.default_rng(seed).permutation(len(train))
-        train, val = train[perm[n_val:]], train[perm[:n_val]]
-    train, val = (limit_rows({"i": a}, limit, seed)["i"] for a in (train, val))
-    if limit and len(test) > limit:
-        test = test[np.sort(np.random.default_rng(seed).choice(len(test), limit, replace=False))]
-    return {"train": train, "val": val, "test": test, "labels": (~normal).astype(np.int32)}
+    return {"train": train, "test": test, "labels": (~normal).astype(np.int32)}
 
 
 def check_config(config) -> None:
     """The keys the streaming path cannot honour, as one-line errors before any work."""
-    if config.data.name != "sdss":
-        raise InputError(f"config key data.format: shards exist for SDSS spectra only, not {config.data.name!r}")
+    if config.data.name not in SHARDED:
+        raise InputError(f"config key data.format: shards exist for {', '.join(SHARDED)} only, not "
+                         f"{config.data.name!r}")
     if config.data.scaling != "none":
         raise InputError("config key data.scaling: the sharded path streams spectra as stored; use 'none'")
     if not config.data.path:
@@ -83,6 +104,8 @@ def check_config(config) -> None:
 
 
 def _prepare(data_cfg, keep=("index",)) -> stream.Prepare:
+    if data_cfg.name != "sdss":  # records of values only: x as stored (no mask, no weights)
+        return stream.Prepare(fill_masked=False, weight_clip=None, keep=keep)
     weight_clip = float(data_cfg.weight_clip) if data_cfg.ivar_weighting else None
     return stream.Prepare(fill_masked=bool(data_cfg.fill_masked), weight_clip=weight_clip, keep=keep)
 
@@ -93,7 +116,12 @@ def run(config, should_stop=None, log=print) -> dict:
     pipeline.check(config)
     t_start = time.time()
     ds = Shards(config.data.path)
+    if ds.dataset != SHARDED[config.data.name]:
+        raise InputError(f"config key data.path: {ds.folder} holds {ds.dataset} shards, not "
+                         f"{SHARDED[config.data.name]} ones (data.name={config.data.name!r})")
     rows = splits(ds, config.data, config.seed)
+    if skipped := [a for a in config.get("analyses") or () if a != "sdss_regions"]:
+        log(f"analyses {', '.join(skipped)}: in-memory runs only, not run on shards")
     tc = config.train
     seeds = [config.seed + i for i in range(tc.ensemble_size)]
     prepare, workers = _prepare(config.data), int(config.data.workers)
@@ -103,7 +131,7 @@ def run(config, should_stop=None, log=print) -> dict:
         run_info={**{f"n_{k}": int(len(rows[k])) for k in ("train", "val", "test")},
                   "data": {"source": str(ds.folder), "format": "sharded"}})
     if result.rundir.writer:  # what research.score needs to apply this run to new data (as in memory)
-        save_preprocessing(result.rundir.path / PREPROCESSING, Scaler(), (ds.n_pixels,), 10.0 ** ds.loglam)
+        save_preprocessing(result.rundir.path / PREPROCESSING, Scaler(), (ds.n_pixels,), ds.axis)
     if result.stopped:
         return {"stopped_at_epoch": result.epochs_done, "stopped_at_step": result.steps_done,
                 "run_dir": str(result.rundir.path), "exit_code": result.exit_code}
@@ -157,7 +185,7 @@ def score_and_report(config, ds, rows, trainer, params, rundir, state, history, 
     fit = stream_score.fit_scores(trainer, params, ds.source(fit_rows), prepare, normalize)
     thr = scoring.threshold(fit, th.method, th.k, th.percentile)
     ids = ds.column("id")
-    axis = 10.0 ** ds.loglam
+    axis = ds.axis
     out = rundir.path / "scores"
     regions_cfg = dict(config.get("regions") or {})
     top_n = int(regions_cfg.get("top_n", 10)) if rcfg is not None else 0

@@ -222,3 +222,65 @@ def test_audio_bad_files_are_skipped_and_reported_not_fatal(recordings, tmp_path
                           str(tmp_path / "t"), "--n-bins", "100"], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and run.stderr.startswith("error: config keys data.n_fft/n_bins")
+
+
+def _streamed_vs_in_memory(config, shard_dir, tmp_path):
+    """Smoke runs of ``config`` in memory and on the shards: the same test ids, labels and scores."""
+    import csv
+
+    from research import experiment, stream_score
+
+    config.smoke, config.analyses, config.run.root = True, (), str(tmp_path / "runs")
+    mem = experiment.run(config, log=lambda m: None)
+    config.data.format, config.data.path = "sharded", str(shard_dir)
+    streamed = experiment.run(config, log=lambda m: None)
+    with open(f"{mem['run_dir']}/scores.csv") as f:
+        rows = {r["id"]: (float(r["score"]), int(r["label"])) for r in csv.DictReader(f)}
+    table = stream_score.read_parts(f"{streamed['run_dir']}/scores")
+    ids = table.column("id").to_pylist()
+    assert sorted(ids) == sorted(rows) and len(ids) == streamed["n_test"] == 512  # smoke_limit
+    np.testing.assert_allclose(table.column("score").to_numpy(), [rows[i][0] for i in ids], rtol=1e-6)
+    assert table.column("label").to_pylist() == [rows[i][1] for i in ids]
+    assert streamed["threshold"]["value"] == pytest.approx(mem["threshold"]["value"], rel=1e-6)
+    assert streamed["test"]["roc_auc"] == pytest.approx(mem["test"]["roc_auc"])
+    return mem, streamed
+
+
+def test_fsdd_streamed_run_trains_and_scores_as_the_in_memory_run(recordings, tmp_path):
+    from experiments import fsdd_six
+
+    audio_shards.ingest_task(recordings, tmp_path / "s", n_bins=128)  # the experiment's bins
+    shards.merge(tmp_path / "s")
+    config = fsdd_six.get_config("dense")
+    config.data.root = str(recordings.parent.parent)
+    _streamed_vs_in_memory(config, tmp_path / "s", tmp_path)
+
+
+@pytest.mark.slow
+def test_rf_streamed_run_trains_and_scores_as_the_in_memory_run(iq_dir, tmp_path):
+    from experiments import rf as rf_experiment
+
+    rf_shards.ingest_task(iq_dir, tmp_path / "s", floor_db=-10.0)  # the experiment's floor
+    shards.merge(tmp_path / "s")
+    config = rf_experiment.get_config("dense")
+    config.data.root, config.data.scaling = str(iq_dir.parent), "none"
+    _streamed_vs_in_memory(config, tmp_path / "s", tmp_path)
+
+
+def test_streamed_runs_refuse_shards_of_other_settings_or_datasets(rf_one, tmp_path):
+    from experiments import fsdd_six, rf as rf_experiment
+    from research import experiment
+
+    _, ds = rf_one
+    config = rf_experiment.get_config("dense")
+    config.data.update(format="sharded", path=str(ds.folder), scaling="none")
+    config.run.root = str(tmp_path / "runs")
+    with pytest.raises(InputError, match=r"^config key data.floor_db: -10.0, but the shards in .* were ingested "
+                                         r"with -30.0; set it to that or ingest again$"):
+        experiment.run(config, log=lambda m: None)
+    config = fsdd_six.get_config("dense")
+    config.data.update(format="sharded", path=str(ds.folder))
+    config.run.root = str(tmp_path / "runs")
+    with pytest.raises(InputError, match="holds rf shards, not audio ones"):
+        experiment.run(config, log=lambda m: None)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))

@@ -79,7 +79,7 @@ def ingest_task(inputs, out_dir, *, pattern: str = FSDD_PATTERN, n_fft: int = 81
     groups = tuple(_compile(pattern).groupindex)
     if clash := [g for g in groups if g in ("id", "file", "shard", "row")]:
         raise InputError(f"--pattern: group name {clash[0]!r} is a catalogue column already; rename the group")
-    files = expand(inputs, (".wav",), key="--input")
+    files = expand([str(inputs)] if isinstance(inputs, pathlib.Path) else inputs, (".wav",), key="--input")
     options = {"pattern": pattern, "n_fft": n_fft, "n_bins": n_bins, "sample_rate": sample_rate}
     grid = {"n_pixels": n_bins, "axis": frequencies(n_fft, n_bins, sample_rate).tolist(),
             "axis_label": "frequency (Hz)"}

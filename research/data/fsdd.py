@@ -209,3 +209,40 @@ def load(cfg) -> Dataset:
               "test_speakers": list(test_speakers), "anomaly_digits": list(anomaly_digits),
               "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped, "score_only": score_only},
     )
+
+
+def shard_rows(ds, cfg) -> dict[str, np.ndarray]:
+    """Catalogue rows of the training and test splits of audio shards (``python -m data_prep.audio``),
+    chosen as :func:`load` chooses recordings (speakers, digit, anomaly digits, ``data.limit``, file
+    order), and every row's label (1 = not the digit)."""
+    cfg = with_defaults(cfg, DEFAULTS)
+    ds.check_options(cfg, ("n_fft", "n_bins"))
+    if int(ds.manifest["options"].get("sample_rate", 0)) != SAMPLE_RATE:
+        raise InputError(f"{ds.folder}: ingested at {ds.manifest['options'].get('sample_rate')} Hz; FSDD is "
+                         f"{SAMPLE_RATE} Hz")
+    if missing := [c for c in ("digit", "speaker") if c not in ds.catalogue.column_names]:
+        raise InputError(f"{ds.folder}: no catalogue column {missing[0]!r}; ingest with a --pattern that has "
+                         "the groups digit and speaker (the default)")
+    try:
+        digits = ds.column("digit").astype(int)
+    except ValueError:
+        raise InputError(f"{ds.folder}: catalogue column 'digit' holds non-numbers") from None
+    speakers = ds.column("speaker").astype(str)
+    digit = int(cfg.digit)
+    train_speakers, test_speakers = tuple(cfg.train_speakers), tuple(cfg.test_speakers)
+    anomaly_digits = tuple(int(d) for d in cfg.anomaly_digits) or tuple(d for d in range(10) if d != digit)
+    if both := set(train_speakers) & set(test_speakers):
+        raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
+    for speaker in train_speakers + test_speakers:
+        if speaker not in set(speakers):
+            raise InputError(f"config key data.train_speakers/test_speakers: no recordings of {speaker!r} in "
+                             f"{ds.folder} (speakers: {sorted(set(speakers))})")
+    train = np.flatnonzero(np.isin(speakers, train_speakers) & (digits == digit))
+    test = np.flatnonzero(np.isin(speakers, test_speakers) & np.isin(digits, (digit,) + anomaly_digits))
+    if not len(train):
+        raise InputError(f"{ds.folder}: no digit-{digit} recordings of {train_speakers}")
+    if not len(test):
+        raise InputError(f"{ds.folder}: no test recordings of {test_speakers}")
+    seed, limit = int(cfg.split_seed), cfg.limit
+    return {"train": limit_rows({"i": train}, limit, seed)["i"], "test": limit_rows({"i": test}, limit, seed)["i"],
+            "labels": (digits != digit).astype(np.int32)}

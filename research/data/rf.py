@@ -139,32 +139,57 @@ def _cap(idx: np.ndarray, cap: int, rng) -> np.ndarray:
     return idx
 
 
+def _roles(present, cfg, skipped, source: str, score_only: bool) -> tuple[tuple, tuple]:
+    """The normal and anomalous devices the config asks for, checked against the ``present`` ones."""
+    normal = tuple(cfg.normal_devices)
+    anomalies = tuple(cfg.anomaly_devices) or tuple(d for d in present if d not in normal)
+    if score_only:  # research.score: every active frame of every capture; the run's normal devices label 0
+        normal = tuple(d for d in normal if d in present)
+        anomalies = tuple(d for d in present if d not in normal)
+    for name in normal + anomalies:
+        if name not in present:
+            cause = [reason for entry in skipped for file, reason in [entry.split(": ", 1)]
+                     if pathlib.Path(file).stem == name]
+            if cause:
+                raise InputError(f"{cause[0]} (a capture that config key data.normal_devices/anomaly_devices needs)")
+            raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
+                             f"{source} (sources: {present})")
+    if overlap := set(normal) & set(anomalies):
+        raise InputError(f"config key data.anomaly_devices: {sorted(overlap)} also listed as normal")
+    return normal, anomalies
+
+
+def _choose(dev: str, active: np.ndarray, idle: np.ndarray, normal, cfg, gap: int, rng,
+            score_only: bool) -> tuple[np.ndarray, np.ndarray, int, dict]:
+    """Frames of one capture (time order) for training and for the test, its test label and its stats;
+    the in-memory loader and the sharded path (:func:`shard_rows`) both choose here, in the same order."""
+    cap = int(cfg.max_frames_per_device)
+    if score_only:
+        te_idx = _cap(np.flatnonzero(active), cap, rng)
+        return np.zeros(0, int), te_idx, int(dev not in normal), {
+            "test": len(te_idx), "role": "normal" if dev in normal else "anomaly"}
+    if dev in normal:
+        tr, te = _block_split(len(active), int(cfg.block), gap, float(cfg.test_fraction), rng)
+        tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
+        te_idx = _cap(np.flatnonzero(te & active), cap, rng)
+        idle_idx = _cap(np.flatnonzero(tr & idle), cap, rng) if cfg.idle_noise else np.zeros(0, int)
+        return np.concatenate([tr_idx, idle_idx]).astype(int), te_idx, 0, {
+            "train_active": len(tr_idx), "train_idle": len(idle_idx), "test": len(te_idx), "role": "normal"}
+    te_idx = _cap(np.flatnonzero(active), cap, rng)
+    return np.zeros(0, int), te_idx, 1, {"test": len(te_idx), "role": "anomaly"}
+
+
 def load(cfg) -> Dataset:
     cfg = with_defaults(cfg, DEFAULTS)
     frames, source_meta = _frames(cfg)
     device, unmatched = devices_of(sorted(frames), cfg.device_pattern)
     source_meta["skipped"] += unmatched
     present = sorted(set(device.values()))
-    normal = tuple(cfg.normal_devices)
-    anomalies = tuple(cfg.anomaly_devices) or tuple(d for d in present if d not in normal)
     score_only = bool(cfg.score_only)
-    if score_only:  # research.score: every active frame of every capture; the run's normal devices label 0
-        normal = tuple(d for d in normal if d in present)
-        anomalies = tuple(d for d in present if d not in normal)
-    for name in normal + anomalies:
-        if name not in present:
-            cause = [reason for entry in source_meta["skipped"] for file, reason in [entry.split(": ", 1)]
-                     if pathlib.Path(file).stem == name]
-            if cause:
-                raise InputError(f"{cause[0]} (a capture that config key data.normal_devices/anomaly_devices needs)")
-            raise InputError(f"config key data.normal_devices/anomaly_devices: no source {name!r} in "
-                             f"{source_meta['source']} (sources: {present})")
-    if overlap := set(normal) & set(anomalies):
-        raise InputError(f"config key data.anomaly_devices: {sorted(overlap)} also listed as normal")
+    normal, anomalies = _roles(present, cfg, source_meta["skipped"], source_meta["source"], score_only)
 
     db, floor_db = bool(cfg.db), float(cfg.floor_db)
     active_db, idle_db = float(cfg.active_db), float(cfg.idle_db)
-    block, cap = int(cfg.block), int(cfg.max_frames_per_device)
     frame_length, hop = next(iter(frames.values())).shape[1], int(cfg.hop)
     gap = max(0, math.ceil(frame_length / hop) - 1)
     rng = np.random.default_rng(int(cfg.split_seed))
@@ -183,31 +208,14 @@ def load(cfg) -> Dataset:
         active = (act >= active_db) & ~silent
         idle = (act < idle_db) & ~silent
         x = features(spectra, floor, db, floor_db)
-        st = {"device": dev, "frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
-              "silent": int(silent.sum()), "noise_floor": floor}
-        if score_only:
-            te_idx = _cap(np.flatnonzero(active), cap, rng)
-            test.append(x[te_idx])
-            labels.append(np.full(len(te_idx), int(dev not in normal), np.int32))
-            ids += [f"{source}_{i}" for i in te_idx]
-            st.update(test=len(te_idx), role="normal" if dev in normal else "anomaly")
-        elif dev in normal:
-            tr, te = _block_split(len(spectra), block, gap, float(cfg.test_fraction), rng)
-            tr_idx = _cap(np.flatnonzero(tr & active), cap, rng)
-            te_idx = _cap(np.flatnonzero(te & active), cap, rng)
-            idle_idx = _cap(np.flatnonzero(tr & idle), cap, rng) if cfg.idle_noise else []
-            train += [x[tr_idx], x[idle_idx]]
-            test.append(x[te_idx])
-            labels.append(np.zeros(len(te_idx), np.int32))
-            ids += [f"{source}_{i}" for i in te_idx]
-            st.update(train_active=len(tr_idx), train_idle=len(idle_idx), test=len(te_idx), role="normal")
-        else:
-            te_idx = _cap(np.flatnonzero(active), cap, rng)
-            test.append(x[te_idx])
-            labels.append(np.ones(len(te_idx), np.int32))
-            ids += [f"{source}_{i}" for i in te_idx]
-            st.update(test=len(te_idx), role="anomaly")
-        stats[source] = st
+        tr_idx, te_idx, label, chosen = _choose(dev, active, idle, normal, cfg, gap, rng, score_only)
+        if len(tr_idx):
+            train.append(x[tr_idx])
+        test.append(x[te_idx])
+        labels.append(np.full(len(te_idx), label, np.int32))
+        ids += [f"{source}_{i}" for i in te_idx]
+        stats[source] = {"device": dev, "frames": len(spectra), "active": int(active.sum()), "idle": int(idle.sum()),
+                         "silent": int(silent.sum()), "noise_floor": floor, **chosen}
 
     train_x = np.concatenate(train) if train else np.zeros((0, frame_length), np.float32)
     test_split = {"x": np.concatenate(test), "label": np.concatenate(labels), "row": np.arange(len(ids))}
@@ -228,3 +236,40 @@ def load(cfg) -> Dataset:
         meta={**source_meta, "normal_devices": list(normal), "anomaly_devices": list(anomalies),
               "frame_length": frame_length, "hop": hop, "db": db, "sources": stats, "score_only": score_only},
     )
+
+
+def shard_rows(ds, cfg) -> dict[str, np.ndarray]:
+    """Catalogue rows of the training and test splits of RF shards (:mod:`research.data.rf_shards`),
+    chosen as :func:`load` chooses frames of the same captures (same devices, activity, block split,
+    caps and ``data.limit``, same order), and every row's label (1 = not a normal device)."""
+    cfg = with_defaults(cfg, DEFAULTS)
+    ds.check_options(cfg, ("frame_length", "hop", "window", "db", "floor_db", "dc_guard", "device_pattern"))
+    source, device = ds.column("source"), ds.column("device")
+    act, silent = ds.column("activity_db"), ds.column("silent").astype(bool)
+    rows_of: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys(source):
+        rows = np.flatnonzero(source == name)
+        rows_of[name] = rows[np.argsort(ds.column("frame")[rows], kind="stable")]
+    device_of = {name: str(device[rows[0]]) for name, rows in rows_of.items()}
+    present = sorted(set(device_of.values()))
+    skipped = [f"{s['file']}: {s['reason']}" for s in ds.manifest.get("skipped", ())]
+    normal, anomalies = _roles(present, cfg, skipped, str(ds.folder), False)
+    active_db, idle_db = float(cfg.active_db), float(cfg.idle_db)
+    gap = max(0, math.ceil(int(cfg.frame_length) / int(cfg.hop)) - 1)
+    rng = np.random.default_rng(int(cfg.split_seed))
+    train, test, labels = [], [], []
+    for dev, name in [(d, s) for d in normal + anomalies for s in sorted(rows_of) if device_of[s] == d]:
+        rows = rows_of[name]
+        active = (act[rows] >= active_db) & ~silent[rows]
+        idle = (act[rows] < idle_db) & ~silent[rows]
+        tr_idx, te_idx, label, _ = _choose(dev, active, idle, normal, cfg, gap, rng, False)
+        train.append(rows[tr_idx])
+        test.append(rows[te_idx])
+        labels.append(np.full(len(te_idx), label, np.int32))
+    train_rows = np.concatenate(train)
+    if len(train_rows) == 0:
+        raise InputError(f"{ds.folder}: no active or idle training frames for {normal}")
+    seed, limit = int(cfg.split_seed), cfg.limit
+    test_split = limit_rows({"i": np.concatenate(test), "label": np.concatenate(labels)}, limit, seed)
+    label_of = np.isin(device, normal, invert=True).astype(np.int32)
+    return {"train": limit_rows({"i": train_rows}, limit, seed)["i"], "test": test_split["i"], "labels": label_of}

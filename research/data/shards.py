@@ -194,7 +194,7 @@ def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: 
                     writer.add(*arrays, row=row)
             else:
                 skipped.append({"file": path.name, "reason": out})
-            if log:
+            if log and (status == "skip" or done % 1000 == 0 or len(out) >= 1000):  # skips, progress, big files
                 log(f"[{done}/{len(block)}] " + (f"skipped: {out}" if status == "skip" else f"{path.name}: {len(out)}"))
     finally:
         if pool:
@@ -286,6 +286,18 @@ class Shards:
         start = dict(zip(self.manifest["shards"], offsets[:-1]))
         shard = self.catalogue.column("shard").to_pylist()
         self.record_index = np.asarray([start[s] for s in shard], np.int64) + self.catalogue.column("row").to_numpy()
+
+    def check_options(self, cfg, keys: Sequence[str]) -> None:
+        """One-line error when config key ``data.<key>`` asks for other records than the folder was ingested
+        with (numbers compare as floats, an empty value as None)."""
+        def norm(v):
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (v or None)
+
+        options = self.manifest["options"]
+        for key in keys:
+            if norm(cfg[key]) != norm(options.get(key)):
+                raise InputError(f"config key data.{key}: {cfg[key]!r}, but the shards in {self.folder} were "
+                                 f"ingested with {options.get(key)!r}; set it to that or ingest again")
 
     def _count(self, shard: str) -> int:
         reader = array_record_module.ArrayRecordReader(str(self.folder / shard))

@@ -61,13 +61,15 @@ def epoch_order(seed: int, epoch: int, n: int, batch_size: int) -> np.ndarray:
 class Prepare(grain.MapTransform):
     """One record -> the model's sample: flux with masked pixels filled (``fill_masked``), the mask,
     and the clipped per-spectrum noise weights (``weight_clip``, None = no weights), as the in-memory
-    loader (:mod:`research.data.sdss`) makes them."""
+    loader (:mod:`research.data.sdss`) makes them; a record of values only (RF, audio) is ``x`` as stored."""
 
     fill_masked: bool = True
     weight_clip: float | None = 10.0
     keep: tuple[str, ...] = ()
 
     def map(self, record: dict) -> dict:
+        if "flux" not in record:  # layout 'x' (RF frames, audio spectra): the values as stored, as in memory
+            return {"x": record["x"], **{k: record[k] for k in self.keep}}
         flux, mask = record["flux"][None], record["mask"][None]
         out = {"x": fill_gaps(flux, mask)[0] if self.fill_masked else record["flux"], "mask": record["mask"]}
         if self.weight_clip is not None:
