@@ -316,6 +316,21 @@ def write_report(path: pathlib.Path, results: dict, argv: list[str]) -> None:
                   "by chance). On a machine with one, `python -m bench.run --device gpu` (or the default "
                   "`--device auto`) runs the same tables there and labels them with the card; JAX needs its CUDA "
                   "build (`pip install -U \"jax[cuda12]\"`) and PyTorch a CUDA build.", ""]
+    gpu_startup = REPO_ROOT / "bench" / "results" / "gpu_startup.json"
+    if gpu_startup.exists():  # measured apart, on a lent GPU machine
+        g = json.loads(gpu_startup.read_text())
+        cold, warm = g["time_to_first_epoch_s"]["cold"], g["time_to_first_epoch_s"]["warm"]
+        run = g["seed_variant_run"]
+        lines += [f"**Start-up on a GPU** ({g['device']}; {g['when']}; {g['how']}). {g['what']}:", "",
+                  "| SDSS config | cold: to first epoch (s) | warm: to first epoch (s) | warm / cold |",
+                  "|---|---|---|---|",
+                  f"| `experiments/sdss_cnn_skip.py` | {cold} | {warm} | {warm / cold:.2f}x |", "",
+                  f"The whole `:seed` run ({run['epochs']} epochs) took {run['wall_s']} s wall there, ROC-AUC "
+                  f"{run['roc_auc']} as on the CPU. Source: `bench/results/gpu_startup.json` ({g['provenance']}).",
+                  ""]
+    if any((REPO_ROOT / "bench" / "results").glob("scale*.json")):  # measured apart (python -m bench.scale)
+        from bench.scale import markdown as scale_markdown
+        lines += [scale_markdown(), ""]
     startup = REPO_ROOT / "bench" / "results" / "startup.json"
     if startup.exists():  # measured apart (python -m bench.startup); its section is kept beside these
         from bench.startup import markdown

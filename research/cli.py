@@ -23,8 +23,8 @@ def fail(message: str) -> None:
 
 
 def mute_stderr() -> int:
-    """Sends what is still printed to stderr (threads of a failed checkpoint write) to /dev/null; returns a
-    descriptor of the real stderr for the one error line."""
+    """Sends what is still printed to stderr (orbax's threads shutting down) to /dev/null; returns a
+    descriptor of the real stderr for the one error line (``research.score``)."""
     sys.stderr.flush()
     real = os.dup(2)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
@@ -33,7 +33,7 @@ def mute_stderr() -> int:
 
 def fail_hard(message: str, stderr: int) -> None:
     """``error: <message>`` on ``stderr`` and exit 2 at once, skipping the interpreter shutdown in which
-    the threads of a failed write would print again."""
+    orbax's threads would print."""
     sys.stdout.flush()
     os.write(stderr, f"error: {message}\n".encode())
     os._exit(2)
@@ -110,10 +110,17 @@ def parse_flags(argv: list[str]) -> list[str]:
     return []
 
 
+def parse_value(text: str):
+    """A command-line value: a Python literal when it parses as one, else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def load_config(spec: str, overrides=()):
     """``get_config([variant])`` of ``experiments/x.py[:variant]`` outside the command line (benchmarks,
     tests), with ``key=value`` overrides whose values are Python literals."""
-    import ast
     import importlib.util
 
     path, _, variant = str(spec).partition(":")
@@ -123,9 +130,5 @@ def load_config(spec: str, overrides=()):
     config = module.get_config(variant) if variant else module.get_config()
     for item in overrides:
         key, value = item.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        config.update_from_flattened_dict({key: value})
+        config.update_from_flattened_dict({key: parse_value(value)})
     return config

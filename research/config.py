@@ -2,8 +2,9 @@
 
 :func:`base_config` declares the keys every experiment has. A data loader (``research/data/<name>.py``)
 declares its own ``data.*`` keys in a ``DEFAULTS`` dict, a model its ``model.*`` keys as the fields of
-its ``flax.linen`` module (``research/models/``); ``base_config(data=..., model=...)`` adds the blocks of
-the chosen loader and model, so every key can be overridden with ``--config.a.b=value``.
+its ``flax.linen`` module (``research/models/``), an analysis (``research/analyses/``) its option block in
+``DEFAULTS`` (named by its ``CONFIG_BLOCK``); ``base_config(data=..., model=..., analyses=...)`` adds the
+blocks of the chosen loader, model and analyses, so every key can be overridden with ``--config.a.b=value``.
 :func:`resolve` refuses unknown keys (with "did you mean"), wrong types and values outside
 :data:`BOUNDS` before any data is read.
 """
@@ -23,7 +24,7 @@ from ml_collections import config_dict
 from research.errors import InputError
 
 
-def base_config(data: str | None = None, model: str | None = None) -> ml_collections.ConfigDict:
+def base_config(data: str | None = None, model: str | None = None, analyses=()) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.experiment = "experiment"  # run directories go to <run.root>/<experiment>/<run.name>
     c.runner = "reconstruction"  # what research.train runs: reconstruction | one_class (research/runners.py)
@@ -39,6 +40,12 @@ def base_config(data: str | None = None, model: str | None = None) -> ml_collect
     c.data.val_fraction = 0.1  # seeded fraction of the normal training rows held out; 0 = validate on train
     c.data.scaling = "none"  # none | minmax | standard | global_minmax | global_standard, fitted on train
     c.data.limit = 0  # max rows per split (0 = all)
+    c.data.score_only = False  # set by research.score: every sample read into the test split, nothing trained
+    # in_memory: the dataset on every device for the whole run (the fast path while it fits); sharded:
+    # data.path is a merged shard folder (python -m data_prep.sdss --format shards), streamed by grain
+    c.data.format = "in_memory"
+    c.data.workers = 0  # sharded: grain reading processes per training process (0 = in the training process)
+    c.data.chunk = 8  # sharded: batches prefetched and run per compiled call (a stop is seen between calls)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "dense"  # research/models/__init__.py MODELS; its keys are the module's fields
@@ -96,6 +103,11 @@ def base_config(data: str | None = None, model: str | None = None) -> ml_collect
     if model is not None:
         c.model.name = model
         c.model.update(model_defaults(model))
+    if analyses:
+        c.analyses = tuple(analyses)
+        for block, declared in analysis_blocks(analyses).items():
+            if declared is not None:
+                c[block] = ml_collections.ConfigDict(declared)
     return c
 
 
@@ -107,6 +119,8 @@ BOUNDS: dict[str, str] = {
     "smoke_limit": ">= 1",
     "data.val_fraction": ">= 0, < 1",
     "data.limit": ">= 0",
+    "data.workers": ">= 0",
+    "data.chunk": ">= 1",
     "train.epochs": ">= 1",
     "train.batch_size": ">= 1",
     "train.learning_rate": "> 0",
@@ -149,14 +163,21 @@ def data_defaults(name: str) -> dict:
 
     if name not in LOADERS:
         raise InputError(f"config key data.name: unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
-    return dict(getattr(importlib.import_module(LOADERS[name].split(":")[0]), "DEFAULTS", {}))
+    return fresh(getattr(importlib.import_module(LOADERS[name].split(":")[0]), "DEFAULTS", {}))
+
+
+def fresh(defaults: Mapping[str, Any]) -> dict:
+    """A copy of a ``DEFAULTS`` dict with a new reference for every placeholder: a config setting a
+    placeholder key sets the reference's value, which must not change the module's own defaults."""
+    return {k: config_dict.FieldReference(v.get(), field_type=v.get_type())
+            if isinstance(v, config_dict.FieldReference) else v for k, v in defaults.items()}
 
 
 def model_defaults(name: str) -> dict:
     """The fields of the model ``model.name`` with their defaults."""
     from research.models import model_class
 
-    return {f.name: config_dict.placeholder(_hint(f.type)) if f.default is None else f.default
+    return {f.name: config_dict.placeholder(field_type(f.type)) if f.default is None else f.default
             for f in dataclasses.fields(model_class(name))
             if f.name not in ("parent", "name") and f.default is not dataclasses.MISSING}
 
@@ -167,8 +188,8 @@ def with_defaults(cfg, defaults: Mapping[str, Any]) -> ml_collections.ConfigDict
     return complete(cfg, {**base_config().data.to_dict(), **defaults})
 
 
-def _hint(annotation) -> type:
-    """The type a ``None``-default model field takes from the command line (``int | None`` -> int)."""
+def field_type(annotation) -> type:
+    """The type a ``None``-default field (of a model, a detector) takes from the command line (``int | None`` -> int)."""
     text = str(annotation)
     return next((t for word, t in (("Sequence", tuple), ("str", str), ("float", float), ("int", int))
                  if word in text), object)
@@ -200,7 +221,7 @@ def _type_ok(value, default) -> bool:
     return isinstance(value, type(default))
 
 
-def _check_block(prefix: str, block: Mapping, declared: Mapping) -> None:
+def check_block(prefix: str, block: Mapping, declared: Mapping) -> None:
     for key, value in block.items():
         name = f"{prefix}{key}"
         if key not in declared:
@@ -213,8 +234,8 @@ def _check_block(prefix: str, block: Mapping, declared: Mapping) -> None:
 
 
 def analysis_blocks(names) -> dict[str, dict | None]:
-    """The option block of each listed analysis (``research/analyses/``) -> its ``DEFAULTS`` (None: the
-    analysis checks its own block)."""
+    """The option block of each listed analysis (``research/analyses/``) -> its ``DEFAULTS`` dict, or what its
+    ``defaults()`` returns when the keys are gathered from a registry (None: the analysis has no options)."""
     from research.analyses import ANALYSES
 
     blocks = {}
@@ -222,7 +243,10 @@ def analysis_blocks(names) -> dict[str, dict | None]:
         if name not in ANALYSES:
             raise InputError(f"config key analyses: unknown analysis {name!r}; choose from {sorted(ANALYSES)}")
         module = importlib.import_module(ANALYSES[name].split(":")[0])
-        blocks[getattr(module, "CONFIG_BLOCK", name)] = getattr(module, "DEFAULTS", None)
+        declared = getattr(module, "DEFAULTS", None)
+        if declared is None and hasattr(module, "defaults"):
+            declared = module.defaults()
+        blocks[getattr(module, "CONFIG_BLOCK", name)] = None if declared is None else fresh(declared)
     return blocks
 
 
@@ -230,17 +254,20 @@ def check(config: ml_collections.ConfigDict) -> None:
     """Unknown keys, wrong types and out-of-bounds values of a whole config, as one-line errors."""
     schema, config = base_config().to_dict(preserve_field_references=True), config.to_dict()
     blocks = analysis_blocks(config.get("analyses"))
-    blocks.setdefault("regions", None)  # the SDSS region detectors' block: checked by research/regions
+    if any(isinstance(v, Mapping) and k not in schema and k not in blocks for k, v in config.items()):
+        from research.analyses import ANALYSES  # the block of an analysis not listed (analyses overridden)
+
+        blocks = {**analysis_blocks(ANALYSES), **blocks}
     for block, declared in blocks.items():
         if declared is not None and isinstance(config.get(block), Mapping):
-            _check_block(f"{block}.", config[block], declared)
+            check_block(f"{block}.", config[block], declared)
     top = {k: v for k, v in config.items() if k not in blocks}
-    _check_block("", {k: v for k, v in top.items() if not isinstance(v, Mapping) or k not in schema},
+    check_block("", {k: v for k, v in top.items() if not isinstance(v, Mapping) or k not in schema},
                  {k: v for k, v in schema.items() if not isinstance(v, Mapping)})
     schema["data"].update(data_defaults(config["data"]["name"]))
     schema["model"].update(model_defaults(config["model"]["name"]))
     for block in ("data", "model", "train", "score", "threshold", "plots", "run"):
-        _check_block(f"{block}.", config[block], schema[block])
+        check_block(f"{block}.", config[block], schema[block])
     for key in BOUNDS:
         block, _, leaf = key.rpartition(".")
         check_value(key, (config[block] if block else config).get(leaf))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -21,10 +22,25 @@ import numpy as np
 FINAL_KEYS = ("roc_auc", "pr_auc", "f1", "precision", "recall")
 
 
-class EventLog:
-    def __init__(self, logdir: str | os.PathLike, resumed_at: int | None = None, flush_secs: float = 5.0):
+def _summary_writer():
+    """tensorboardX's ``SummaryWriter``, imported without its optional S3 support: where boto3 is
+    installed tensorboardX imports it (0.4 s of every run's start-up), and run directories are local
+    paths. boto3 stays importable for anything else."""
+    if "tensorboardX" in sys.modules or "boto3" in sys.modules:
         from tensorboardX import SummaryWriter
 
+        return SummaryWriter
+    sys.modules["boto3"] = None  # makes tensorboardX's ``import boto3`` an ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["boto3"]
+    return SummaryWriter
+
+
+class EventLog:
+    def __init__(self, logdir: str | os.PathLike, resumed_at: int | None = None, flush_secs: float = 5.0):
+        SummaryWriter = _summary_writer()
         purge = resumed_at + 1 if resumed_at else None
         # Files are read in name order; the suffix keeps a resumed file after the one it continues
         # even when both were opened in the same second (the name's timestamp).

@@ -11,7 +11,8 @@ import numpy as np
 from research import pipeline, scoring
 from research.analyses import RunContext, check_analyses, run_analyses
 from research.config import resolve
-from research.data import prepare_data
+from research.data import check_format, prepare_data
+from research.data.scaling import PREPROCESSING, save_preprocessing
 from research.metrics import classification_metrics
 from research.training import check_train_config
 
@@ -33,6 +34,10 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
     scoring.check_threshold(config.threshold)
     check_analyses(config)
     check_train_config(config.train)
+    if check_format(config) == "sharded":
+        from research import stream_run
+
+        return stream_run.run(config, should_stop=should_stop, log=log)
     pipeline.check(config)
     t_start = time.time()
     ds, scaler = prepare_data(config, log)
@@ -43,6 +48,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
         run_info={"n_train": len(ds.train["x"]), "n_val": len(ds.val["x"]), "n_test": len(ds.test["x"]),
                   "data": ds.meta})
     rundir, trainer, state, history = result.rundir, result.trainer, result.state, result.history
+    if rundir.writer:  # what research.score needs besides the parameters and the threshold
+        save_preprocessing(rundir.path / PREPROCESSING, scaler, ds.train["x"].shape[1:], ds.axis)
     if result.stopped:
         return {"stopped_at_epoch": result.epochs_done, "stopped_at_step": result.steps_done, "run_dir": str(rundir.path),
                 "exit_code": result.exit_code}
@@ -106,7 +113,8 @@ def run(config, should_stop: Callable[[], bool] | None = None, log=print) -> dic
             plots.roc_curve(labels, errors["test"], rundir.plot_path("roc.png"))
 
     if config.analyses:
-        ctx = RunContext(config=config, dataset=ds, run=rundir, recon_test=recon, errors=errors, scaler=scaler)
+        ctx = RunContext(config=config, dataset=ds, run=rundir, recon_test=recon, errors=errors, scaler=scaler,
+                         trainer=trainer, params=params)
         summary["analyses"] = run_analyses(config.analyses, ctx)
     summary["seconds_total"] = round(time.time() - t_start, 2)
     rundir.write_json("metrics.json", summary)

@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from research import pipeline, plots, scoring
 from research.plots import images as image_plots
 from research.config import resolve
+from research.data import check_format
 from research.data.fashion_mnist import CLASS_NAMES, SHORT_NAMES, folder_of, read_split
 from research.errors import InputError
 from research.training import Trainer, check_train_config
@@ -62,6 +63,8 @@ def run(config, should_stop=None, log=print) -> dict:
     config = resolve(config)
     scoring.check_normalizer(config.score.normalize)
     check_train_config(config.train)
+    if check_format(config) != "in_memory":
+        raise InputError("config key data.format: the one_class runner trains a dataset per member, in memory only")
     pipeline.check(config)
     t_start = time.time()
     dc, tc = config.data, config.train

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -31,8 +31,9 @@ _current: dict = {}  # the run directory this process is training into: {'path':
 # Keys a resume may change: they do not change what is trained (model, data, optimiser), only how long,
 # what is drawn, logged or scored afterwards. train.epochs also changes a decaying schedule: refused then.
 RESUMABLE = ("train.epochs", "train.checkpoint_every", "train.steps_per_call", "train.eval_batch_size",
+             "data.workers", "data.chunk",
              "train.use_best", "plots.", "run.", "score.", "threshold.", "analyses", "regions.", "baselines.",
-             "fsdd_maps.", "smoke", "smoke_epochs")
+             "fsdd_maps.", "latent.", "smoke", "smoke_epochs")
 
 
 def start_up(config) -> None:
@@ -155,7 +156,9 @@ def _claim(rundir, config, resolved: dict) -> tuple[bool, dict | None, bool]:
 def train(config, train_data: dict, val_data: dict, *, seeds: list[int], member_data: bool = False,
           run_info: dict | None = None, should_stop: Callable[[], bool] | None = None,
           progress_text: Callable[[dict], str] | None = None, log=print) -> Result:
-    """Trains ``config.model`` with ``config.train`` on host arrays ``{'x': ..., 'mask', 'weights'}``.
+    """Trains ``config.model`` with ``config.train`` on host arrays ``{'x': ..., 'mask', 'weights'}``, or on
+    rows streamed from shards (:class:`research.data.stream.Stream`, ``data.format='sharded'``: trained by
+    :func:`research.streaming.fit_stream` in ``data.chunk`` batches, stoppable mid-epoch).
 
     ``config`` is resolved (:func:`research.config.resolve`). ``member_data=True``: arrays carry a
     leading member axis (one dataset per member). ``run_info`` is added to ``run.json``.
@@ -173,7 +176,7 @@ def train(config, train_data: dict, val_data: dict, *, seeds: list[int], member_
     startup = run_startup.take(config)  # the compilation cache is on from here
     startup.mark("data")
     tc = config.train
-    n_train = train_data["x"].shape[1 if member_data else 0]
+    n_train = _rows(train_data, member_data)
     if tc.batch_size > n_train:
         raise InputError(f"config key train.batch_size: {tc.batch_size} is larger than the {n_train} training rows")
     start_up(config)
@@ -195,6 +198,14 @@ def train(config, train_data: dict, val_data: dict, *, seeds: list[int], member_
         raise
 
 
+def _streamed(data) -> bool:
+    return not isinstance(data, Mapping)
+
+
+def _rows(data, member_data: bool) -> int:
+    return len(data) if _streamed(data) else data["x"].shape[1 if member_data else 0]
+
+
 def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_data, seeds, member_data,
            run_info, stop, progress_text, log, startup) -> Result:
     import jax
@@ -214,8 +225,12 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
             "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
             "process_count": jax.process_count(), "started": now, **(run_info or {})}
     previous = rundir.read_json("run.json") if resume else None
-    train_d, val_d = trainer.put(train_data), trainer.put(val_data)
-    sample_shape = train_data["x"].shape[2 if member_data else 1:]
+    streamed = _streamed(train_data)
+    if streamed:
+        train_d, val_d, sample_shape = train_data, val_data, train_data.sample_shape
+    else:
+        train_d, val_d = trainer.put(train_data), trainer.put(val_data)
+        sample_shape = train_data["x"].shape[2 if member_data else 1:]
     state = trainer.init(seeds, sample_shape)
     ckpt = checkpoints.Checkpoints(rundir.checkpoints)
     history: list[dict] = []
@@ -238,7 +253,7 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
     rundir.write_json("config.json", resolved)
     rundir.write_json("run.json", info)
 
-    steps = train_data["x"].shape[1 if member_data else 0] // tc.batch_size
+    steps = _rows(train_data, member_data) // tc.batch_size
     monitor = RunMonitor(config, rundir, startup, int(np.asarray(state.epoch)[0]), steps,
                          make_schedule(tc, steps), lead=lead, text=progress_text)
     t_train = time.time()
@@ -254,7 +269,13 @@ def _train(config, rundir, trainer, resolved, resume, changes, train_data, val_d
         if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
             ckpt.save(st)
 
-    state = fit(trainer, state, train_d, val_d, tc.epochs, on_epoch=on_epoch, should_stop=stop)
+    if streamed:
+        from research.streaming import StreamingTrainer, fit_stream
+
+        state = fit_stream(StreamingTrainer(trainer, steps, config.data.chunk), state, train_d, val_d, tc.epochs,
+                           on_epoch=on_epoch, should_stop=stop, checkpoints=ckpt, resumed_at_step=resumed_at_step)
+    else:
+        state = fit(trainer, state, train_d, val_d, tc.epochs, on_epoch=on_epoch, should_stop=stop)
     ckpt.save(state)
     ckpt.close()
     result = Result(state=state, trainer=trainer, rundir=rundir, history=history, stopped=False, exit_code=0,
@@ -288,8 +309,12 @@ def record_failure(exc: BaseException) -> str | None:
     path = _current.get("path")
     if path is None or not path.is_dir():
         return None
+    text = "".join(traceback.format_exception(exc))
+    if (ckpt := sys.modules.get("research.checkpoints")) and (late := ckpt.late_write_reports()):
+        text += ("\nWhat orbax's other writes of the failed checkpoint reported after it had closed their event "
+                 f"loop ({len(late)} reports, each shown once):\n" + "".join(dict.fromkeys(late)))
     try:
-        (path / "error.log").write_text("".join(traceback.format_exception(exc)))
+        (path / "error.log").write_text(text)
     except OSError:
         return None
     return str(path / "error.log")

@@ -17,7 +17,7 @@ import sys
 from absl import app, logging
 
 from research import preemption
-from research.cli import CONFIG, PRINT_RUN_DIR, describe, fail, fail_hard, first_line, mute_stderr, parse_flags
+from research.cli import CONFIG, PRINT_RUN_DIR, describe, fail, first_line, parse_flags
 from research.errors import InputError
 
 _STOP: preemption.StopFlag | None = None  # installed before the flags are read (see __main__)
@@ -38,7 +38,8 @@ def main(argv) -> None:
     from research import pipeline, runners, startup
 
     # orbax logs every save at INFO and a failed write as several ERROR tracebacks from its threads; the
-    # failure itself ends this command in one line, its traceback in <run dir>/error.log
+    # failure itself ends this command in one line, its traceback in <run dir>/error.log (with what the
+    # failed write's leftover threads reported, research.checkpoints)
     logging.set_verbosity(logging.FATAL)
     stop = _STOP or preemption.StopFlag().install()
     try:
@@ -52,9 +53,9 @@ def main(argv) -> None:
         fail(str(exc))
     except Exception as exc:  # disk full, permission denied, a damaged checkpoint, device memory: one line
         stop.ignore()
-        stderr = mute_stderr()
         where = pipeline.record_failure(exc)
-        fail_hard(describe(exc, pipeline.run_name()) + (f" (traceback in {where})" if where else ""), stderr)
+        pipeline.release()
+        fail(describe(exc, pipeline.run_name()) + (f" (traceback in {where})" if where else ""))
     stop.ignore()  # training is over: a signal from now on must not end the process
     pipeline.release()
     if "stopped_at_epoch" in summary:

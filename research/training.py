@@ -32,6 +32,7 @@ from research.config import base_config, check_value, complete
 from research.errors import InputError
 
 Data = Mapping[str, Any]  # {'x': (N, ...), optional 'mask' and 'weights' of the same shape}
+MODEL_KEYS = ("x", "mask", "weights")  # what the device gets; other per-row arrays (ivar) stay for analyses
 
 
 @flax.struct.dataclass
@@ -101,6 +102,13 @@ def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
         raise InputError(f"config key train.optimizer: unknown optimizer {name!r} (adam, adamw, sgd)")
     clip = cfg.grad_clip
     return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def epoch_keys(seed, epoch, steps: int):
+    """The shuffling key and the ``steps`` step keys of epoch ``epoch`` of the member seeded ``seed``:
+    a function of (seed, epoch) only, so any loader that shuffles with them sees the same batches."""
+    perm_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch + 1))
+    return perm_key, jax.random.split(step_key, steps)
 
 
 def _named(fn: Callable, name: str) -> Callable:
@@ -190,7 +198,7 @@ class Trainer:
         def place(a):
             a = np.asarray(a)
             return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
-        return {k: place(v) for k, v in data.items() if v is not None}
+        return {k: place(v) for k, v in data.items() if v is not None and k in MODEL_KEYS}
 
     def _split_batch(self, a: jnp.ndarray) -> jnp.ndarray:
         if self.mesh.devices.size == 1:
@@ -268,10 +276,9 @@ class Trainer:
     def _plan(self, state: TrainState, n: int) -> tuple[jnp.ndarray, jnp.ndarray]:
         """The epoch's batches (row indices, ``(steps, batch_size)``) and per-step keys, from ``(seed, epoch)``."""
         steps = n // self.batch_size
-        key = jax.random.fold_in(jax.random.key(state.seed), state.epoch + 1)
-        perm_key, step_key = jax.random.split(key)
+        perm_key, step_keys = epoch_keys(state.seed, state.epoch, steps)
         order = jax.random.permutation(perm_key, n)[: steps * self.batch_size]
-        return order.reshape(steps, self.batch_size), jax.random.split(step_key, steps)
+        return order.reshape(steps, self.batch_size), step_keys
 
     def _steps(self, state: TrainState, train: Data, order, keys) -> tuple[TrainState, jnp.ndarray]:
         def body(st, inputs):
@@ -285,14 +292,17 @@ class Trainer:
     def _end_epoch(self, state: TrainState, val: Data, train_loss) -> tuple[TrainState, dict]:
         """Validation and best-tracking; the epoch counter moves on."""
         val_loss = self.mean_loss_single(state.params, val)
+        return self.end_epoch_single(state, val_loss), {"train_loss": train_loss, "val_loss": val_loss}
+
+    def end_epoch_single(self, state: TrainState, val_loss) -> TrainState:
+        """Counts the epoch and keeps the parameters if ``val_loss`` is the best so far."""
         improved = val_loss < state.best_val
         best_params = jax.tree.map(lambda new, old: jnp.where(improved, new, old),
                                    state.params, state.best_params)
-        state = state.replace(
+        return state.replace(
             epoch=state.epoch + 1, best_params=best_params,
             best_val=jnp.where(improved, val_loss, state.best_val),
             best_epoch=jnp.where(improved, state.epoch, state.best_epoch))
-        return state, {"train_loss": train_loss, "val_loss": val_loss}
 
     def epoch_single(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:
         """One epoch over shuffled batches (a ``lax.scan``), then validation and best-tracking."""
@@ -339,18 +349,18 @@ class Trainer:
         """The training loss over a whole dataset (all unmasked elements weigh the same)."""
         chunked, valid, _ = self._chunks(data)
 
-        def one(inputs):
-            chunk, ok = inputs
-            recon = self.model.apply(params, chunk["x"])
-            mask = chunk.get("mask")
-            mask = jnp.ones(chunk["x"].shape, bool) if mask is None else mask.astype(bool)
-            mask = mask & ok.reshape((-1,) + (1,) * (mask.ndim - 1))
-            err = losses.per_sample(chunk["x"], recon, mask, chunk.get("weights"), self.loss_kind)
-            count = mask.reshape(mask.shape[0], -1).sum(1)
-            return (err * count).sum(), count.sum()
-
-        total, count = jax.lax.map(one, (chunked, valid))
+        total, count = jax.lax.map(lambda a: self.loss_terms_single(params, *a), (chunked, valid))
         return total.sum() / jnp.maximum(count.sum(), 1)
+
+    def loss_terms_single(self, params, chunk: Data, ok: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Summed loss and element count of the rows of ``chunk`` where ``ok``: validation in pieces."""
+        recon = self.model.apply(params, chunk["x"])
+        mask = chunk.get("mask")
+        mask = jnp.ones(chunk["x"].shape, bool) if mask is None else mask.astype(bool)
+        mask = mask & ok.reshape((-1,) + (1,) * (mask.ndim - 1))
+        err = losses.per_sample(chunk["x"], recon, mask, chunk.get("weights"), self.loss_kind)
+        count = mask.reshape(mask.shape[0], -1).sum(1)
+        return (err * count).sum(), count.sum()
 
     # ---- compiled entry points ----------------------------------------------------------------
     def epoch(self, state: TrainState, train: Data, val: Data) -> tuple[TrainState, dict]:

@@ -75,11 +75,50 @@ def test_unknown_key_override_says_did_you_mean():
     assert proc.stderr.strip() == "error: --config.data.floor_bd: unknown config key 'floor_bd' (did you mean 'floor_db'?)"
 
 
+def test_region_keys_are_declared_in_the_schema(tmp_path):
+    from research.analyses.sdss_regions import declared
+
+    c = base_config("sdss", "cnn_skip", analyses=("sdss_regions",))
+    assert set(c.regions) == set(declared()) and c.regions.method == "window"
+    assert resolve(c).regions.significance == 5.0  # the matched filter's own default
+    proc = run_cli(["--config=experiments/sdss_cnn_skip.py", "--config.regions.significanse=3.0"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: --config.regions.significanse: unknown config key 'significanse' "
+                                   "(did you mean 'significance'?)")
+    path = tmp_path / "typo.py"
+    path.write_text('"""python -m research.train --config=typo.py"""\n'
+                    "from research.config import base_config\n\n\n"
+                    "def get_config():\n"
+                    '    c = base_config("sdss", "cnn_skip", analyses=("sdss_regions",))\n'
+                    "    c.regions.merge_gapp = 8\n"
+                    "    return c\n")
+    proc = run_cli([f"--config={path}", f"--config.run.root={tmp_path}"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: config key regions.merge_gapp: unknown key (did you mean 'regions.merge_gap'?)"
+    c.analyses = ("latent_density",)  # a block of an analysis that is not listed is still checked
+    c.regions.detrend_widht = 201
+    with pytest.raises(InputError, match=r"^config key regions.detrend_widht: unknown key \(did you mean "
+                                         r"'regions.detrend_width'\?\)$"):
+        resolve(c)
+
+
 def test_model_keys_follow_the_model():
     c = base_config("ecg5000", "dense")
     c.model.features = (8,)  # a Conv1DAE field, not a DenseAE one
     with pytest.raises(InputError, match=r"^config key model.features: unknown key$"):
         resolve(c)
+
+
+def test_setting_a_placeholder_key_leaves_the_modules_defaults_alone():
+    """A placeholder default is a shared FieldReference; setting it in one config must not leak into the next."""
+    from research.data import sdss
+
+    c = base_config("sdss", "cnn_skip")
+    c.data.wave_range = (3600.0, 7400.0)
+    c.model.latent_dim = 7
+    assert sdss.DEFAULTS["wave_range"].get() is None
+    assert base_config("sdss", "cnn_skip").data.wave_range is None
+    assert base_config("sdss", "cnn_skip").model.latent_dim is None
 
 
 def test_wrong_type_of_a_loader_key():

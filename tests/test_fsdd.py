@@ -10,10 +10,10 @@ from scipy.io import wavfile
 from research.analyses import RunContext, baselines, fsdd_maps
 from research.data import fsdd
 from research.errors import InputError
-from research.paths import dataset_dir
+from research.paths import data_root
 from research.rundir import RunDir
 
-REC = dataset_dir("fsdd") / "recordings"
+REC = data_root() / "fsdd" / "recordings"  # never a download at import
 pytestmark = pytest.mark.skipif(not REC.is_dir(), reason=f"real data not found at {REC} (set RESEARCH_DATA)")
 
 

@@ -107,3 +107,41 @@ def test_trials_of_separate_folds_score_as_one_set(sdss_galaxies):
     rows = injection.score_trials(joined, x, ivar, mask, normal, detector)
     by = {(r["amplitude"], r["kind"]): r for r in rows}
     assert by[(8.0, "all")]["n_features"] == 27 and by[(8.0, "all")]["recall"] >= 0.9
+
+
+@pytest.mark.slow
+def test_injection_model_trains_through_the_pipeline_and_a_rerun_reuses_it(sdss_galaxies, tmp_path):
+    import json
+
+    from conftest import REPO
+    from research.data import Dataset
+    from research.regions.injection_eval import load_config, run_name, train_or_load
+
+    x, ivar, mask = sdss_galaxies
+    x = np.concatenate([x, x[::-1] * 1.1])[:, :512]
+    mask = np.concatenate([mask, mask[::-1]])[:, :512]
+    ds = Dataset(train={"x": x[:4], "mask": mask[:4]}, test={"x": x[4:], "mask": mask[4:]},
+                 val={"x": x[4:], "mask": mask[4:]})
+    config = load_config(f"{REPO}/experiments/sdss_cnn_skip.py:seed",
+                         ["model.features=(4, 4)", "model.latent_dim=3", "train.batch_size=2"], epochs=2)
+    lines = []
+    trainer, params = train_or_load(config, ds, tmp_path, log=lines.append)
+    rundir = tmp_path / "sdss_cnn_skip_seed" / run_name(config)
+    assert [json.loads(r)["epoch"] for r in (rundir / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((rundir / "config.json").read_text())["run"]["resume"] == "auto"
+    assert (rundir / "checkpoints" / "latest").is_dir()
+
+    lines.clear()
+    again, params_again = train_or_load(config, ds, tmp_path, log=lines.append)
+    assert any(line.startswith("resumed from epoch 2") for line in lines), lines
+    assert len((rundir / "log.jsonl").read_text().splitlines()) == 2  # nothing trained again
+    for a, b in zip(*(jax_leaves(p) for p in (params, params_again))):
+        assert np.array_equal(a, b)
+    assert run_name(load_config(f"{REPO}/experiments/sdss_cnn_skip.py:seed", ["model.latent_dim=4"], 2)) \
+        != run_name(config)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]

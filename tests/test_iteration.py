@@ -171,3 +171,19 @@ def test_an_uncreatable_cache_folder_is_a_one_line_config_error(tmp_path):
         compile_cache.enable(str(blocker / "cache"))
     assert str(err.value) == (f"config key run.compile_cache: cannot create the cache folder {blocker / 'cache'} "
                               "(Not a directory); choose another folder or 'off'")
+
+
+def test_the_event_writer_is_imported_without_boto3_which_stays_importable(tmp_path):
+    """tensorboardX imports boto3 for S3 when it is installed (0.4 s of start-up); run directories are local."""
+    pytest.importorskip("boto3")
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys; from research.event_log import EventLog; EventLog(sys.argv[1]).close(); "
+            "print('boto3' in sys.modules); import boto3; print(boto3.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "boto3"]
+    assert list(tmp_path.glob("events.out.tfevents.*"))

@@ -156,31 +156,35 @@ TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_thresho
 
 @pytest.mark.slow
 @pytest.mark.data("sdss")
-@pytest.mark.parametrize("overrides, detector", [
-    ([], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
-    (TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
-    (["--config.regions.method=matched_filter", "--config.regions.detrend_width=201"],
-     {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
-], ids=["seed", "tuned", "matched_filter"])
-def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, overrides, detector):
+@pytest.mark.parametrize("variant, overrides, detector", [
+    (":seed", [], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
+    (":seed", TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
+    ("", [], {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
+    ("", ["--config.regions.model_error_quantile=0.0"], {"method": "matched_filter", "significance": 8.0}),
+], ids=["seed", "tuned", "matched_filter", "no_model_error"])
+def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, variant, overrides, detector):
     import json
 
     from conftest import run_cli
+    from research.regions import lines
 
-    run = run_cli(["--config=experiments/sdss_cnn_skip.py", "--config.smoke=True",
+    run = run_cli([f"--config=experiments/sdss_cnn_skip.py{variant}", "--config.smoke=True",
                    f"--config.run.root={tmp_path}", "--config.run.name=smoke",
                    f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.regions.sample_n=3",
                    "--config.regions.seed=1", *overrides], timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
-    rundir = tmp_path / "sdss_cnn_skip" / "smoke"
+    rundir = tmp_path / f"sdss_cnn_skip{variant.replace(':', '_')}" / "smoke"
     summary = json.loads((rundir / "metrics.json").read_text())["analyses"]["sdss_regions"]
     meta = json.loads((rundir / "regions_metadata.json").read_text())
     assert summary["n_figures"] == 3 == len(meta["sampled_indices"]) == len(list((rundir / "plots" / "spectra").glob("*.png")))
     assert meta["seed"] == 1 and {k: meta["detector"][k] for k in detector} == detector
-    assert meta["detrend_width"] == (201 if overrides else 0)
+    assert meta["detrend_width"] == (201 if overrides or not variant else 0)
     assert summary["n_flagged"] == len(meta["flagged"])
+    assert meta["model_error_quantile"] == (0.0 if variant or overrides else 0.75)
     for entry in meta["flagged"]:
         assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)
+        for region in entry["regions"]:  # named by the nearest line (the observed frame needs the redshift)
+            assert region["line"] in lines.LINES or (variant and not np.isfinite(entry["z"]))
 
 
 def test_unknown_region_method_stops_before_training(tmp_path):
@@ -192,3 +196,29 @@ def test_unknown_region_method_stops_before_training(tmp_path):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "config key regions.method" in lines[0] and "'wavelet'" in lines[0], proc.stderr
     assert not (tmp_path / "sdss_cnn_skip").exists()  # no run directory: nothing was loaded or trained
+
+
+@pytest.mark.parametrize("name, window, line", [
+    ("spec-0266-51602-0001.fits", (6400.0, 6700.0), "Hα"),  # a star-forming galaxy's brightest line there
+    ("spec-2880-54509-0230.fits", (3600.0, 9000.0), "[O III] 5007"),  # the extreme [O III] emitter
+])
+def test_line_labels_name_the_line_at_a_real_spectrum_s_peak(data_dir, name, window, line):
+    from research.data import sdss_fits as sdss
+    from research.regions import lines
+
+    path = data_dir / "sdss" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    spec = sdss.read_spectrum(path)
+    z, observed = spec.meta["z"], 10 ** spec.loglam
+    flux = np.where(spec.bad | (observed < window[0] * (1 + z)) | (observed > window[1] * (1 + z)), -np.inf, spec.flux)
+    peak = int(np.argmax(flux))
+    region = {"start_wavelength": observed[peak - 3], "end_wavelength": observed[peak + 3]}
+    got = lines.label(region, "observed", z)
+    assert got["line"] == line and got["line_distance"] == 0.0 and got["sky"] is None
+    rest = {k: v / (1 + z) for k, v in region.items()}
+    assert lines.label(rest, "rest", z)["line"] == line
+    assert lines.short_label(got) == line
+    sky = lines.label({"start_wavelength": 5570.0, "end_wavelength": 5582.0}, "observed", z)
+    assert sky["sky"] == "sky 5577" and lines.short_label(sky).endswith("sky 5577")
+    assert lines.label(region, "observed", None)["line"] is None  # no redshift: no rest frame

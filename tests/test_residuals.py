@@ -115,3 +115,39 @@ def test_injection_detector_with_detrending_finds_features_under_a_broad_misfit(
                  if r["kind"] == "all")
     assert plain["precision"] < 0.2  # the misfit is flagged everywhere
     assert fixed["recall"] >= 0.9 and fixed["precision"] >= 0.8
+
+
+def test_model_error_covers_a_misfit_at_fixed_pixels_and_leaves_the_continuum_at_the_noise(data_dir):
+    x, ivar, mask = _real_galaxy(data_dir)
+    rng = np.random.default_rng(11)
+    sigma = 1 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    line = slice(1200, 1212)  # a line the model misfits in every galaxy, by a different amount in each
+
+    def reconstructions(n):
+        recon = np.repeat(x[None], n, 0) + sigma * rng.standard_normal((n, x.size))
+        recon[:, line] -= rng.uniform(0.5, 1.5, (n, 1)) * 15 * sigma[line]
+        return recon.astype(np.float32)
+
+    calib = reconstructions(40)
+    model_sigma = residuals.model_error(np.repeat(x[None], 40, 0), calib, np.repeat(mask[None], 40, 0),
+                                        np.repeat(ivar[None], 40, 0), quantile=0.5, width=5)
+    continuum = mask.copy()
+    continuum[1190:1225] = False
+    assert np.median(model_sigma[continuum] / sigma[continuum]) == 0.0  # pure noise: no model error
+    assert np.all(model_sigma[line][mask[line]] > 8 * sigma[line][mask[line]])
+
+    held = reconstructions(1)[0]
+    injected, (start, end, _) = injection.inject_one(x, ivar, mask, "emission", 8.0, np.random.default_rng(2))
+    assert end < 1100 or start > 1300
+    detector = {"method": "matched_filter", "significance": 6.0, "merge_gap": 16}
+
+    def found(ivar_used):
+        regions = injection.detect(injected[None], held[None], mask[None], ivar_used[None], detector)
+        return [(int(s), int(e)) for s, e in zip(regions.start, regions.end)]
+
+    def covers(spans, lo, hi):
+        return any(s < hi and e > lo for s, e in spans)
+
+    plain, calibrated = found(ivar), found(residuals.with_model_error(ivar, model_sigma))
+    assert covers(plain, line.start, line.stop) and covers(plain, start, end)
+    assert not covers(calibrated, line.start, line.stop) and covers(calibrated, start, end)

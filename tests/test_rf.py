@@ -10,9 +10,9 @@ import pytest
 from research.data import rf_iq as rf
 from research.data import rf as rf_data
 from research.errors import InputError
-from research.paths import dataset_dir
+from research.paths import data_root
 
-IQ_DIR = dataset_dir("rf_iq")
+IQ_DIR = data_root() / "rf_iq"  # never a download at import
 pytestmark = pytest.mark.skipif(not IQ_DIR.is_dir(), reason=f"real data not found at {IQ_DIR} (set RESEARCH_DATA)")
 SMALL = ("ask", "cc1101")  # the two smallest captures (~14k samples each)
 

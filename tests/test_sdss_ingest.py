@@ -41,7 +41,8 @@ def test_spec_format_matches_the_coadd_table(sdss_dir):
         coadd, info = h["COADD"].data, h[2].data
         assert np.array_equal(spec.flux, coadd["flux"].astype(np.float64))
         assert np.allclose(10 ** spec.loglam, 10 ** coadd["loglam"].astype(np.float64))
-        expected_bad = (coadd["ivar"] <= 0) | (coadd["and_mask"] != 0) | ~np.isfinite(coadd["flux"])
+        bad_bits = (coadd["and_mask"].astype(np.int64) & sdss.mask_bit_value(None)) != 0
+        expected_bad = (coadd["ivar"] <= 0) | bad_bits | ~np.isfinite(coadd["flux"])
         assert np.array_equal(spec.bad, expected_bad)
         assert spec.meta["class"] == info["CLASS"][0].strip()
         assert spec.meta["z"] == pytest.approx(float(info["Z"][0]))
@@ -60,7 +61,8 @@ def test_spspec_format_rows_and_wavelength_solution(sdss_dir):
         err = img[2].astype(np.float64)
         good_err = err > 0
         assert np.allclose(spec.ivar[good_err], 1 / err[good_err] ** 2)
-        assert np.all(spec.bad[img[3] != 0]) and np.all(spec.bad[~good_err])
+        bad_bits = (np.nan_to_num(img[3]).astype(np.int64) & sdss.mask_bit_value(None)) != 0
+        assert np.all(spec.bad[bad_bits]) and np.all(spec.bad[~good_err]) and not spec.bad[good_err & ~bad_bits].any()
         assert spec.id == sdss.spectrum_id(hdr["PLATEID"], hdr["MJD"], hdr["FIBERID"])
         assert spec.meta["class"] == sdss.SPEC_CLN[int(hdr["SPEC_CLN"])]
     assert spec.meta["format"] == "spSpec"
@@ -106,7 +108,7 @@ def test_grid_values_and_mask_follow_the_native_pixels(sdss_dir, ingested, name)
     # float32 loglam in the files sits up to ~0.3% of a pixel off the grid: the value may move by
     # that fraction of the step to the neighbouring pixel, no more
     j = nearest[ok]
-    step = np.maximum(np.abs(spec.flux[np.minimum(j + 1, len(j) - 1)] - spec.flux[j]),
+    step = np.maximum(np.abs(spec.flux[np.minimum(j + 1, len(spec.flux) - 1)] - spec.flux[j]),
                       np.abs(spec.flux[j] - spec.flux[np.maximum(j - 1, 0)]))
     assert np.all(np.abs(flux[ok] - spec.flux[j]) <= 0.005 * step + 1e-6 * np.abs(spec.flux[j]) + 1e-9)
 
@@ -221,7 +223,7 @@ def test_folds_hold_out_every_ordinary_spectrum_exactly_once(ingested):
     from research.data import sdss as loader
 
     _, _, cat, out = ingested
-    galaxies = {i for i, c in zip(cat["id"], cat["class"]) if c == "GALAXY"}
+    galaxies = {i for i, c, w in zip(cat["id"], cat["class"], cat["zwarning"]) if c == "GALAXY" and w == 0}
     held = []
     for fold in range(3):
         cfg = ml_collections.ConfigDict({"path": str(out), "n_folds": 3, "fold": fold, "limit": 0})
@@ -255,3 +257,80 @@ def test_fetch_uses_the_cache_and_fails_offline_in_one_line(sdss_dir, tmp_path, 
     shutil.copy(sdss_dir / SPEC, cached)
     assert sdss_fetch.fetch_spectrum(266, 51602, 1, cache_dir=tmp_path) == cached  # no network needed
     assert sdss.read_spectrum(cached).id == "0266-51602-0001"
+
+
+EXTRA_RENAMED = {"MRK 0955.fits": "0392-51793-0517", "1237662637447184537.fits": "1725-54266-0497",
+                 "spec-6001-56072-0702.fits": "6001-56072-0702", "spSpec-51993-0542-631.fit": "0542-51993-0631"}  # the last one's HDUs carry no EXTNAME
+
+
+@pytest.fixture(scope="session")
+def extra_dir(data_dir):
+    folder = data_dir / "sdss_extra"
+    if not all((folder / name).is_file() for name in EXTRA_RENAMED):
+        pytest.skip(f"SDSS extra files not found in {folder}")
+    return folder
+
+
+def test_ids_come_from_the_file_not_its_name(extra_dir, tmp_path):
+    for name, expected in EXTRA_RENAMED.items():
+        with fits.open(extra_dir / name) as h:
+            header_id = sdss.spectrum_id(h[0].header["PLATEID"], h[0].header["MJD"], h[0].header["FIBERID"])
+        renamed = tmp_path / f"spec-0001-00001-0001 copy of {name}"
+        shutil.copy(extra_dir / name, renamed)
+        assert sdss.read_spectrum(renamed).id == expected == header_id
+    # no plate/mjd/fiber anywhere: the objid of the header (DR7: run rerun camcol field id) names the spectrum
+    with fits.open(extra_dir / "spSpec-51993-0542-631.fit") as h:
+        primary = h[0].copy()
+        for key in ("PLATEID", "MJD", "FIBERID"):
+            del primary.header[key]
+        objid = "-".join(str(primary.header["OBJID"]).split())
+        fits.HDUList([primary]).writeto(tmp_path / "x.fits")
+    assert sdss.read_spectrum(tmp_path / "x.fits").id == f"objid-{objid}" == "objid-1889-1-2-76-152"
+
+
+def test_both_folders_in_one_ingest_keep_every_readable_spectrum(sdss_dir, extra_dir, tmp_path):
+    import ml_collections
+    from research.data import sdss as loader
+
+    cfg = ml_collections.ConfigDict({"path": [str(sdss_dir), str(extra_dir / "*.fits")], "frame": "rest",
+                                     "wave_range": (3600.0, 7400.0), "cache_dir": str(tmp_path), "limit": 0})
+    ds = loader.load(cfg)
+    report = json.loads(next(tmp_path.glob("*_report.json")).read_text())
+    assert report["n_files"] == len(sdss.find_files(sdss_dir)) + len(list(extra_dir.glob("*.fits")))
+    ids = ds.meta["train_ids"] + ds.test_ids
+    assert len(ids) == len(set(ids)) == report["n_ingested"] - ds.meta["n_zwarning_dropped"]
+    assert {"0392-51793-0517", "1725-54266-0497", "0266-51602-0001"} <= set(ids)
+    assert not any(s["reason"].endswith("not an SDSS spectrum") for s in report["skipped"])
+
+
+def test_default_mask_bits_mask_bad_data_not_informational_bits(extra_dir):
+    path = extra_dir / "J030341.04-002321.8_0.fits"  # MANYBADCOLUMNS on 42 % of its pixels, BRIGHTSKY on a few
+    with fits.open(path) as h:
+        and_mask, ivar = h[1].data["and_mask"].astype(np.int64), h[1].data["ivar"]
+    informational_only = (and_mask == 1 << sdss.PIXMASK_BITS["MANYBADCOLUMNS"]) & (ivar > 0)
+    bright_sky = (and_mask & 1 << sdss.PIXMASK_BITS["BRIGHTSKY"]) != 0
+    assert informational_only.sum() > 100 and bright_sky.sum() > 10
+    spec = sdss.read_spectrum(path)
+    assert not spec.bad[informational_only].any() and spec.bad[bright_sky].all() and spec.bad[ivar <= 0].all()
+    assert sdss.read_spectrum(path, ("ANY",)).bad[informational_only].all()
+    assert sdss.mask_bit_value(("BRIGHTSKY", 4)) == (1 << 23) | (1 << 4)
+    with pytest.raises(InputError, match="mask_bits: unknown SDSS mask bit 'SHINY'"):
+        sdss.mask_bit_value(("SHINY",))
+
+
+def test_zwarning_galaxies_are_left_out_and_n_train_subsets(extra_dir, tmp_path):
+    import ml_collections
+    from research.data import sdss as loader
+
+    warned = "spec-1678-53433-0425.fits"  # GALAXY, ZWARNING 16
+    files = [str(extra_dir / warned)] + [str(p) for p in sorted(extra_dir.glob("spec-0431-*.fits"))[:12]]
+    base = {"path": files, "frame": "rest", "cache_dir": str(tmp_path), "limit": 0, "holdout_fraction": 0.25}
+    ds = loader.load(ml_collections.ConfigDict(base))
+    assert sdss.read_spectrum(extra_dir / warned).meta["zwarning"] == 16
+    assert "1678-53433-0425" not in ds.meta["train_ids"] + ds.test_ids and ds.meta["n_zwarning_dropped"] == 1
+    kept = loader.load(ml_collections.ConfigDict({**base, "zwarning_ok": False}))
+    assert "1678-53433-0425" in kept.meta["train_ids"] + kept.test_ids
+    small = loader.load(ml_collections.ConfigDict({**base, "n_train": 4}))
+    smaller = loader.load(ml_collections.ConfigDict({**base, "n_train": 2}))
+    assert small.test_ids == ds.test_ids and len(small.meta["train_ids"]) == 4
+    assert set(smaller.meta["train_ids"]) < set(small.meta["train_ids"]) < set(ds.meta["train_ids"])

@@ -20,6 +20,7 @@ ANALYSES: dict[str, str] = {
     "baselines": "research.analyses.baselines:run",
     "fsdd_maps": "research.analyses.fsdd_maps:run",
     "image_examples": "research.analyses.image_examples:run",
+    "latent_density": "research.analyses.latent_density:run",
 }
 
 
@@ -31,6 +32,9 @@ class RunContext:
     recon_test: np.ndarray  # (K, N_test, ...) reconstructions of every member
     errors: dict[str, np.ndarray]  # per split ('train', 'val', 'test'): ensemble-mean per-sample error
     scaler: Any = None
+    trainer: Any = None  # research.training.Trainer (its ``model``), for analyses that run parts of the model
+    params: Any = None  # the scored parameters, leading member axis
+    model_error: Any = None  # sdss_regions: the model error the training run calibrated (scoring new data)
 
 
 def _module(name: str):

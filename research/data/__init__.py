@@ -23,6 +23,7 @@ class Dataset:
     test_labels: np.ndarray | None = None  # 1 = anomaly, 0 = normal; None when unknown
     val: dict[str, np.ndarray] | None = None
     test_ids: list[str] | None = None
+    train_ids: list[str] | None = None  # ids of the training rows, where the loader knows them
     kind: str = "1d"  # '1d' or 'image': how plots draw a sample
     axis: np.ndarray | None = None  # x values of a 1-D sample (wavelength, frequency, time)
     axis_label: str = "index"
@@ -36,6 +37,9 @@ LOADERS: dict[str, str] = {
     "rf": "research.data.rf:load",
     "fsdd": "research.data.fsdd:load",
     "fashion_mnist": "research.data.fashion_mnist:load",
+    "arrays": "research.data.arrays:load",
+    "wav": "research.data.wav:load",
+    "iq": "research.data.iq:load",
 }
 
 
@@ -50,6 +54,17 @@ def load_dataset(data_config) -> Dataset:
     module, func = LOADERS[name].split(":")
     loader: Callable = getattr(importlib.import_module(module), func)
     return loader(data_config)
+
+
+FORMATS = ("in_memory", "sharded")  # config key data.format
+
+
+def check_format(config) -> str:
+    """``config.data.format``, or a one-line config error naming the choices."""
+    value = config.data.format
+    if value not in FORMATS:
+        raise InputError(f"config key data.format: unknown format {value!r}; choose one of {FORMATS}")
+    return value
 
 
 def check_finite(array: np.ndarray, source: str) -> None:
@@ -91,14 +106,14 @@ def report_skipped(ds: Dataset, log=print) -> None:
         log(f"skipped {entry}")
 
 
-def prepare_data(config, log=print):
-    """The configured dataset (skipped input files reported through ``log``), split for validation, limited
-    to ``data.limit`` rows per split (seeded) and scaled by a :class:`~research.data.scaling.Scaler` fitted on
-    the training split: ``(dataset, scaler)``."""
-    from research.data.scaling import Scaler
-
+def load_splits(config, log=print, validation: bool = True) -> Dataset:
+    """The dataset as a run sees it before scaling (skipped input files reported through ``log``): split
+    for validation and limited to ``data.limit`` rows per split (seeded). ``research.score`` reads new data
+    through this too (``validation=False``: the loader's splits as they are), so its splits equal a run's."""
     ds = load_dataset(config.data)
     report_skipped(ds, log)
+    if not validation:
+        return ds
     if len(ds.train["x"]) == 0:
         raise InputError(f"data {config.data.name}: the training split (normal samples) is empty")
     ds = split_validation(ds, config.data.val_fraction, config.seed)
@@ -109,7 +124,17 @@ def prepare_data(config, log=print):
         test = {k: v[keep] for k, v in test.items()}
         test_labels = None if test_labels is None else test_labels[keep]
         test_ids = None if test_ids is None else [test_ids[i] for i in keep]
-    train, val = limit_rows(ds.train, limit, config.seed), limit_rows(ds.val, limit, config.seed)
-    scaler = Scaler.fit(config.data.scaling, train["x"], train.get("mask"))
-    train, val, test = ({**split, "x": scaler.transform(split["x"])} for split in (train, val, test))
-    return dataclasses.replace(ds, train=train, val=val, test=test, test_labels=test_labels, test_ids=test_ids), scaler
+    return dataclasses.replace(ds, train=limit_rows(ds.train, limit, config.seed),
+                               val=limit_rows(ds.val, limit, config.seed), test=test, test_labels=test_labels,
+                               test_ids=test_ids)
+
+
+def prepare_data(config, log=print):
+    """:func:`load_splits`, scaled by a :class:`~research.data.scaling.Scaler` fitted on the training
+    split: ``(dataset, scaler)``."""
+    from research.data.scaling import Scaler
+
+    ds = load_splits(config, log)
+    scaler = Scaler.fit(config.data.scaling, ds.train["x"], ds.train.get("mask"))
+    train, val, test = ({**split, "x": scaler.transform(split["x"])} for split in (ds.train, ds.val, ds.test))
+    return dataclasses.replace(ds, train=train, val=val, test=test), scaler

@@ -8,6 +8,7 @@ import numpy as np
 
 from research.config import with_defaults
 from research.data import Dataset, check_finite
+from research.data.sources import describe, expand
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -32,8 +33,25 @@ def read_ucr(path: pathlib.Path, length: int = LENGTH) -> tuple[np.ndarray, np.n
     return table[:, 0].astype(int), table[:, 1:].astype(np.float32)
 
 
+def score_files(cfg) -> Dataset:
+    """``research.score``: every row of the UCR file(s) of ``data.path`` (files, folders or globs) in the
+    test split, labelled 1 = anomaly (class not 1); ids are ``<file stem>_<row>``."""
+    xs, labels, ids = [], [], []
+    for path in expand(cfg.path, (".txt",)):
+        y, x = read_ucr(path)
+        xs.append(x)
+        labels.append((y != 1).astype(np.int32))
+        ids += [f"{path.stem}_{i}" for i in range(len(x))]
+    return Dataset(train={"x": np.zeros((0, LENGTH), np.float32)}, test={"x": np.concatenate(xs)},
+                   test_labels=np.concatenate(labels), test_ids=ids, kind="1d",
+                   axis=np.arange(LENGTH, dtype=np.float32), axis_label="sample",
+                   meta={"path": describe(cfg.path), "n_test": len(ids), "score_only": True})
+
+
 def load(cfg) -> Dataset:
     cfg = with_defaults(cfg, DEFAULTS)
+    if cfg.score_only and cfg.path:
+        return score_files(cfg)
     folder = pathlib.Path(cfg.path or dataset_dir("ecg5000", cfg.root))
     train_path, test_path = folder / "ECG5000_TRAIN.txt", folder / "ECG5000_TEST.txt"
     train_labels, train_x = read_ucr(train_path)

@@ -27,6 +27,7 @@ from scipy.io import wavfile
 
 from research.config import with_defaults
 from research.data import Dataset, limit_rows
+from research.data.sources import expand
 from research.errors import InputError
 from research.paths import dataset_dir
 
@@ -37,7 +38,9 @@ _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<index>\d+)$")
 
 
 def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float64 samples in [-1, 1); any other rate, channel count or an empty file is an error."""
+    """Mono float64 samples in [-1, 1); any other rate, channel count, an empty or a truncated file
+    (fewer data bytes than its header promises, which scipy reads with only a warning) is an error.
+    Every WAV reader of the project (``fsdd``, ``wav``) goes through this function."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -62,7 +65,7 @@ def read_wav(path: str | pathlib.Path, sample_rate: int = SAMPLE_RATE) -> np.nda
     return data.astype(np.float64)
 
 
-def _check_bins(n_fft: int, n_bins: int) -> None:
+def check_bins(n_fft: int, n_bins: int) -> None:
     if n_fft < 2 or n_fft % 2 or n_bins < 1 or (n_fft // 2) % n_bins:
         raise InputError(f"config keys data.n_fft/n_bins: n_fft must be even and n_fft/2 ({n_fft // 2}) "
                          f"a multiple of n_bins ({n_bins})")
@@ -70,7 +73,7 @@ def _check_bins(n_fft: int, n_bins: int) -> None:
 
 def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -> tuple[np.ndarray, float]:
     """Max-normalised binned amplitude spectrum and the maximum it was divided by (0 for silence)."""
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     amp = np.abs(np.fft.rfft(wave - wave.mean(), n=n_fft))[: n_fft // 2]
     binned = amp.reshape(n_bins, -1).mean(1)
     peak = float(binned.max())
@@ -79,7 +82,7 @@ def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -
 
 def frequencies(n_fft: int = 8192, n_bins: int = 512, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Centre frequency (Hz) of each bin of :func:`amplitude_spectrum`."""
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     return np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[: n_fft // 2].reshape(n_bins, -1).mean(1)
 
 
@@ -114,15 +117,27 @@ def parse_name(stem: str) -> tuple[int, str, int] | None:
     return (int(m["digit"]), m["speaker"], int(m["index"])) if m else None
 
 
-def recordings_dir(cfg) -> pathlib.Path:
-    folder = pathlib.Path(cfg.path or dataset_dir("fsdd", cfg.root) / "recordings")
+def recordings_dir(cfg) -> pathlib.Path | str:
+    """The recordings folder, or ``data.path`` as given (several folders/files/globs, comma-separated)."""
+    if cfg.path:
+        return cfg.path
+    folder = dataset_dir("fsdd", cfg.root) / "recordings"
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     return folder
 
 
+def wav_files(value) -> list[pathlib.Path]:
+    """The ``.wav`` files of a folder or of several folders/files/globs."""
+    if isinstance(value, pathlib.Path) or ("," not in value and pathlib.Path(value).is_dir()):
+        return sorted(pathlib.Path(value).glob("*.wav"))
+    return expand(value, (".wav",))
+
+
 def wav_path(meta: dict, test_id: str) -> pathlib.Path:
     """The WAV file of a test id (file stem) of a dataset loaded by :func:`load`."""
+    if "files" in meta:
+        return pathlib.Path(meta["files"][test_id])
     return pathlib.Path(meta["folder"]) / f"{test_id}.wav"
 
 
@@ -134,20 +149,23 @@ def load(cfg) -> Dataset:
     test_speakers = tuple(cfg.test_speakers)
     anomaly_digits = tuple(int(d) for d in cfg.anomaly_digits) or tuple(d for d in range(10) if d != digit)
     n_fft, n_bins = int(cfg.n_fft), int(cfg.n_bins)
-    _check_bins(n_fft, n_bins)
+    check_bins(n_fft, n_bins)
     if both := set(train_speakers) & set(test_speakers):
         raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
 
-    train, test, skipped = [], [], []
+    score_only = bool(cfg.score_only)  # research.score: every recording, label 1 = not the digit
+    train, test, skipped, files = [], [], [], {}
     speakers_seen = set()
-    for path in sorted(folder.glob("*.wav")):
+    for path in wav_files(folder):
         parsed = parse_name(path.stem)
         if parsed is None:
             skipped.append(f"{path.name}: name is not digit_speaker_index.wav")
             continue
         d, speaker, _ = parsed
         speakers_seen.add(speaker)
-        if speaker in train_speakers and d == digit:
+        if score_only:
+            target = test
+        elif speaker in train_speakers and d == digit:
             target = train
         elif speaker in test_speakers and (d == digit or d in anomaly_digits):
             target = test
@@ -162,17 +180,20 @@ def load(cfg) -> Dataset:
             skipped.append(f"{path}: silent recording")
             continue
         target.append((path.stem, int(d != digit), spectrum))
-    for speaker in train_speakers + test_speakers:
+        files[path.stem] = str(path)
+    for speaker in () if score_only else train_speakers + test_speakers:
         if speaker not in speakers_seen:
             raise InputError(f"config key data.train_speakers/test_speakers: no recordings of {speaker!r} in "
                              f"{folder} (speakers: {sorted(speakers_seen)})")
-    if not train:
+    if not train and not score_only:
         raise InputError(f"{folder}: no digit-{digit} recordings of {train_speakers}")
     if not test:
-        raise InputError(f"{folder}: no test recordings of {test_speakers}")
+        raise InputError(f"{folder}: no " + ("readable recordings named digit_speaker_index.wav" if score_only
+                                             else f"test recordings of {test_speakers}"))
 
     seed, limit = int(cfg.split_seed), cfg.limit
-    train_split = limit_rows({"x": np.stack([s for _, _, s in train]).astype(np.float32)}, limit, seed)
+    train_split = limit_rows({"x": np.stack([s for _, _, s in train]).astype(np.float32) if train
+                              else np.zeros((0, n_bins), np.float32)}, limit, seed)
     test_split = limit_rows({"x": np.stack([s for _, _, s in test]).astype(np.float32),
                              "label": np.array([y for _, y, _ in test], np.int32),
                              "row": np.arange(len(test))}, limit, seed)
@@ -184,7 +205,44 @@ def load(cfg) -> Dataset:
         kind="1d",
         axis=frequencies(n_fft, n_bins).astype(np.float32),
         axis_label="frequency (Hz)",
-        meta={"folder": str(folder), "digit": digit, "train_speakers": list(train_speakers),
+        meta={"folder": str(folder), "files": {i: files[i] for i, _, _ in test}, "digit": digit, "train_speakers": list(train_speakers),
               "test_speakers": list(test_speakers), "anomaly_digits": list(anomaly_digits),
-              "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped},
+              "n_fft": n_fft, "n_bins": n_bins, "skipped": skipped, "score_only": score_only},
     )
+
+
+def shard_rows(ds, cfg) -> dict[str, np.ndarray]:
+    """Catalogue rows of the training and test splits of audio shards (``python -m data_prep.audio``),
+    chosen as :func:`load` chooses recordings (speakers, digit, anomaly digits, ``data.limit``, file
+    order), and every row's label (1 = not the digit)."""
+    cfg = with_defaults(cfg, DEFAULTS)
+    ds.check_options(cfg, ("n_fft", "n_bins"))
+    if int(ds.manifest["options"].get("sample_rate", 0)) != SAMPLE_RATE:
+        raise InputError(f"{ds.folder}: ingested at {ds.manifest['options'].get('sample_rate')} Hz; FSDD is "
+                         f"{SAMPLE_RATE} Hz")
+    if missing := [c for c in ("digit", "speaker") if c not in ds.catalogue.column_names]:
+        raise InputError(f"{ds.folder}: no catalogue column {missing[0]!r}; ingest with a --pattern that has "
+                         "the groups digit and speaker (the default)")
+    try:
+        digits = ds.column("digit").astype(int)
+    except ValueError:
+        raise InputError(f"{ds.folder}: catalogue column 'digit' holds non-numbers") from None
+    speakers = ds.column("speaker").astype(str)
+    digit = int(cfg.digit)
+    train_speakers, test_speakers = tuple(cfg.train_speakers), tuple(cfg.test_speakers)
+    anomaly_digits = tuple(int(d) for d in cfg.anomaly_digits) or tuple(d for d in range(10) if d != digit)
+    if both := set(train_speakers) & set(test_speakers):
+        raise InputError(f"config key data.test_speakers: {sorted(both)} also in train_speakers")
+    for speaker in train_speakers + test_speakers:
+        if speaker not in set(speakers):
+            raise InputError(f"config key data.train_speakers/test_speakers: no recordings of {speaker!r} in "
+                             f"{ds.folder} (speakers: {sorted(set(speakers))})")
+    train = np.flatnonzero(np.isin(speakers, train_speakers) & (digits == digit))
+    test = np.flatnonzero(np.isin(speakers, test_speakers) & np.isin(digits, (digit,) + anomaly_digits))
+    if not len(train):
+        raise InputError(f"{ds.folder}: no digit-{digit} recordings of {train_speakers}")
+    if not len(test):
+        raise InputError(f"{ds.folder}: no test recordings of {test_speakers}")
+    seed, limit = int(cfg.split_seed), cfg.limit
+    return {"train": limit_rows({"i": train}, limit, seed)["i"], "test": limit_rows({"i": test}, limit, seed)["i"],
+            "labels": (digits != digit).astype(np.int32)}

@@ -3,7 +3,8 @@
 Two inputs feed the same frames (one complex spectrum per row, grouped by source = capture/device):
 
 * I/Q captures (URH layout, interleaved I,Q, no header): ``.complex`` float32, ``.complex16s`` int8,
-  ``.complex32s`` int16; the dtype comes from the extension.
+  ``.complex32s`` int16; the dtype comes from the extension. URH's compressed ``.coco`` is a bzip2 tar
+  holding one such file (float32 unless the member's own extension says otherwise).
 * A zip archive of ``.npy`` members, each a 1-D complex spectrum. Members that are unreadable, not
   1-D, not complex or of the wrong length are skipped and reported, never fatal; an archive with no
   valid member is an :class:`~research.errors.InputError`.
@@ -26,12 +27,14 @@ import io
 import pathlib
 import re
 import sys
+import tarfile
 import zipfile
 from typing import Iterable, Mapping
 
 import numpy as np
 from scipy.signal import get_window
 
+from research.data.sources import expand as expand_paths
 from research.errors import InputError
 
 IQ_DTYPES: dict[str, np.dtype] = {
@@ -39,41 +42,61 @@ IQ_DTYPES: dict[str, np.dtype] = {
     ".complex16s": np.dtype(np.int8),
     ".complex32s": np.dtype(np.int16),
 }
+COMPRESSED = ".coco"  # URH: bzip2-compressed tar of one capture
+IQ_SUFFIXES = (*IQ_DTYPES, COMPRESSED)
 _MEMBER = re.compile(r"^(?P<source>.+)_(?P<index>\d+)\.npy$")
 
 
 # --------------------------------------------------------------------------- I/Q captures
 
+def _decode(raw_bytes: bytes, dtype: np.dtype, source) -> np.ndarray:
+    if len(raw_bytes) == 0:
+        raise InputError(f"{source}: file is empty")
+    if len(raw_bytes) % dtype.itemsize:
+        raise InputError(f"{source}: {len(raw_bytes)} bytes is not a whole number of {dtype.name} values")
+    raw = np.frombuffer(raw_bytes, dtype=dtype)
+    if raw.size % 2:
+        raise InputError(f"{source}: odd number of values ({raw.size}); interleaved I/Q needs pairs")
+    if dtype.kind == "f" and not np.isfinite(raw).all():
+        raise InputError(f"{source}: {int((~np.isfinite(raw)).sum())} non-finite I/Q values")
+    return raw.astype(np.float32).view(np.complex64)
+
+
+def _read_coco(path: pathlib.Path) -> np.ndarray:
+    try:
+        with tarfile.open(path, "r:bz2") as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            if len(members) != 1:
+                raise InputError(f"{path}: a .coco archive holds one capture, found {len(members)} files")
+            raw = tar.extractfile(members[0]).read()
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable .coco archive (bzip2 tar: {str(exc).splitlines()[0]})") from None
+    dtype = IQ_DTYPES.get(pathlib.PurePosixPath(members[0].name).suffix.lower(), IQ_DTYPES[".complex"])
+    return _decode(raw, dtype, f"{path}:{members[0].name}")
+
+
 def read_iq(path: str | pathlib.Path) -> np.ndarray:
     """complex64 samples of one capture; integer formats keep their raw counts (no rescaling)."""
     path = pathlib.Path(path)
-    dtype = IQ_DTYPES.get(path.suffix.lower())
-    if dtype is None:
-        raise InputError(f"{path}: unknown I/Q extension {path.suffix!r}; expected one of {sorted(IQ_DTYPES)}")
+    suffix = path.suffix.lower()
+    if suffix not in IQ_DTYPES and suffix != COMPRESSED:
+        raise InputError(f"{path}: unknown I/Q extension {path.suffix!r}; expected one of {IQ_SUFFIXES}")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise InputError(f"{path}: file is empty")
-    if size % dtype.itemsize:
-        raise InputError(f"{path}: {size} bytes is not a whole number of {dtype.name} values")
-    raw = np.fromfile(path, dtype=dtype)
-    if raw.size % 2:
-        raise InputError(f"{path}: odd number of values ({raw.size}); interleaved I/Q needs pairs")
-    if dtype.kind == "f" and not np.isfinite(raw).all():
-        raise InputError(f"{path}: {int((~np.isfinite(raw)).sum())} non-finite I/Q values")
-    iq = raw.astype(np.float32).view(np.complex64)
-    return iq
+    if suffix == COMPRESSED:
+        return _read_coco(path)
+    return _decode(path.read_bytes(), IQ_DTYPES[suffix], path)
 
 
-def iq_files(folder: str | pathlib.Path) -> list[pathlib.Path]:
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IQ_DTYPES and p.is_file())
-    if not files:
-        raise InputError(f"{folder}: no I/Q captures ({', '.join('*' + e for e in IQ_DTYPES)})")
-    return files
+def iq_files(paths) -> list[pathlib.Path]:
+    """Captures of a folder, or of several files/folders/globs (comma-separated or a sequence)."""
+    if isinstance(paths, (str, pathlib.Path)) and "," not in str(paths) and pathlib.Path(paths).is_dir():
+        folder = pathlib.Path(paths)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IQ_SUFFIXES and p.is_file())
+        if not files:
+            raise InputError(f"{folder}: no I/Q captures ({', '.join('*' + e for e in IQ_SUFFIXES)})")
+        return files
+    return expand_paths([str(paths)] if isinstance(paths, pathlib.Path) else paths, IQ_SUFFIXES)
 
 
 # --------------------------------------------------------------------------- framing, magnitudes
@@ -117,13 +140,19 @@ def magnitudes(spectra: np.ndarray, db: bool = False, floor_db: float = -200.0) 
 
 def frames_from_folder(folder, frame_length: int = 256, hop: int = 128, window: str = "hann",
                        sources: Iterable[str] | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Spectrum frames of every capture in ``folder`` (source = file stem); bad captures skipped + reported."""
+    """Spectrum frames of every capture in ``folder`` (one or several, see :func:`iq_files`; source =
+    file stem); bad captures, and a second capture with a stem already read, are skipped + reported."""
     wanted = None if sources is None else set(sources)
     frames: dict[str, np.ndarray] = {}
     skipped: list[tuple[str, str]] = []
+    origin: dict[str, pathlib.Path] = {}
     for path in iq_files(folder):
         if wanted is not None and path.stem not in wanted:
             continue
+        if path.stem in origin:
+            skipped.append((path.name, f"{path}: same capture name {path.stem!r} as {origin[path.stem]}"))
+            continue
+        origin[path.stem] = path
         try:
             frames[path.stem] = frame_spectra(read_iq(path), frame_length, hop, window, source=str(path))
         except InputError as exc:

@@ -8,6 +8,7 @@ import numpy as np
 
 from research.errors import InputError
 
+PREPROCESSING = "preprocessing.npz"  # in a run directory: the scaler, sample shape and axis of the run
 METHODS = ("none", "minmax", "standard", "global_minmax", "global_standard")
 
 
@@ -43,3 +44,20 @@ class Scaler:
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
         return (x * self.scale + self.offset).astype(np.float32)
+
+
+def save_preprocessing(path, scaler: Scaler, sample_shape, axis) -> None:
+    """What scoring new data needs besides the parameters: the fitted scaler, the sample shape the
+    model was built for, and the sample axis (for spectra: the wavelength grid new data is put on)."""
+    np.savez(path, method=np.asarray(scaler.method), offset=np.asarray(scaler.offset, np.float32),
+             scale=np.asarray(scaler.scale, np.float32), sample_shape=np.asarray(sample_shape, np.int64),
+             axis=np.asarray([] if axis is None else axis, np.float64))
+
+
+def load_preprocessing(path) -> tuple[Scaler, tuple[int, ...], np.ndarray | None]:
+    with np.load(path) as z:
+        method, offset, scale = str(z["method"]), z["offset"], z["scale"]
+        if method in ("none",) or method.startswith("global"):
+            offset, scale = float(offset), float(scale)
+        axis = z["axis"] if z["axis"].size else None
+        return Scaler(method, offset, scale), tuple(int(s) for s in z["sample_shape"]), axis

@@ -3,20 +3,24 @@
 Reads both SDSS spectrum formats, detected from the HDUs (never from the file name):
 
 * ``spec-PLATE-MJD-FIBER.fits`` (DR8+): HDU ``COADD`` (loglam, flux, ivar, and_mask) and HDU
-  ``SPECOBJ`` or ``SPALL`` (class, subclass, z, plate, mjd, fiberid, ra/dec).
+  ``SPECOBJ`` or ``SPALL`` (class, subclass, z, zwarning, plate, mjd, fiberid, ra/dec); a file whose
+  HDUs carry no names is read by the columns of its tables.
 * ``spSpec-MJD-PLATE-FIBER.fit`` (DR7 and older): HDU 0 image with rows flux, continuum-subtracted
   flux, error, mask; wavelength ``10**(COEFF0 + COEFF1 * i)``; identifiers and class in the header.
 
+Identifiers come from the file's header and tables (plate/mjd/fiber, or the SDSS objid when those are
+absent), never from its name: shared spectra carry names like ``MRK 0955.fits`` or an objid.
+
 Every spectrum is resampled onto one grid (observed frame, or rest frame from z), normalised, and
 given a pixel mask. ``mask`` is **True for a good pixel** (the convention of ``research.data``); a
-pixel is bad when ivar == 0, a selected mask bit is set, a value is not finite, or the grid pixel is
-outside the spectrum's coverage. Bad pixels hold flux 0 and ivar 0, so every stored value is finite.
+pixel is bad when ivar == 0, one of the selected SPPIXMASK bits (:data:`DEFAULT_MASK_BITS`) is set in
+and_mask, a value is not finite, or the grid pixel is outside the spectrum's coverage. Bad pixels hold flux 0 and ivar 0, so every stored value is finite.
 
 ``ingest`` writes ``<out>.npz`` (flux, ivar, mask, loglam, wavelength, ids), ``<out>_catalogue.csv``
 (one row per spectrum, keyed by plate/mjd/fiber) and ``<out>_report.json`` (skipped files with the
 reason). A bad file is skipped and reported; the run goes on.
 
-CLI: ``python -m data_prep.sdss --input ../shared/data/sdss --output data/sdss.npz``
+CLI: ``python -m data_prep.sdss --input ../shared/data/sdss ../shared/data/sdss_extra --output data/sdss.npz``
 """
 
 from __future__ import annotations
@@ -40,8 +44,25 @@ from research.errors import InputError
 LOGLAM_STEP = 1e-4  # SDSS and BOSS pixels are 1e-4 in log10(wavelength / Angstrom)
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 SPEC_CLN = {0: "UNKNOWN", 1: "STAR", 2: "GALAXY", 3: "QSO", 4: "QSO", 5: "SKY", 6: "STAR", 7: "GALAXY"}
-CATALOGUE_COLUMNS = ("index", "id", "plate", "mjd", "fiberid", "class", "subclass", "z", "ra", "dec",
-                     "format", "file", "norm", "good_fraction")
+CATALOGUE_COLUMNS = ("index", "id", "plate", "mjd", "fiberid", "objid", "class", "subclass", "z", "zwarning",
+                     "ra", "dec", "format", "file", "norm", "good_fraction")
+
+# SPPIXMASK, the bits of and_mask (and of the spSpec mask row): sdss3.org/dr10/algorithms/bitmask_sppixmask.php.
+# Bits 0-15 describe a whole fibre (or one spectrograph half of it), 16-31 one pixel.
+PIXMASK_BITS = {
+    "NOPLUG": 0, "BADTRACE": 1, "BADFLAT": 2, "BADARC": 3, "MANYBADCOLUMNS": 4, "MANYREJECTED": 5,
+    "LARGESHIFT": 6, "BADSKYFIBER": 7, "NEARWHOPPER": 8, "WHOPPER": 9, "SMEARIMAGE": 10, "SMEARHIGHSN": 11,
+    "SMEARMEDSN": 12, "NEARBADPIXEL": 16, "LOWFLAT": 17, "FULLREJECT": 18, "PARTIALREJECT": 19,
+    "SCATTEREDLIGHT": 20, "CROSSTALK": 21, "NOSKY": 22, "BRIGHTSKY": 23, "NODATA": 24, "COMBINEREJ": 25,
+    "BADFLUXFACTOR": 26, "BADSKYCHI": 27, "REDMONSTER": 28, "EMLINE": 30}
+# The bits that say the flux is not to be trusted: the fibre was not plugged, or its trace, flat or arc
+# calibration failed; the pixel was rejected in extraction or in the combine, the sky there is unknown,
+# or the sky is brighter than the object by > 10 sigma (the bit the SDSS docs single out, e.g. 5577 A).
+# Left out: the informational bits (MANYBADCOLUMNS is set on ~45 % of many good SDSS-I spectra, the
+# spSpec EMLINE bit marks the object's own emission lines, NEARBADPIXEL/LOWFLAT/PARTIALREJECT/
+# SCATTEREDLIGHT/BADSKYCHI leave a measured value) and NODATA, which the docs say to ignore in favour of
+# ivar = 0 (which always masks).
+DEFAULT_MASK_BITS = ("NOPLUG", "BADTRACE", "BADFLAT", "BADARC", "FULLREJECT", "NOSKY", "BRIGHTSKY", "COMBINEREJ")
 
 
 @dataclasses.dataclass
@@ -56,7 +77,7 @@ class Spectrum:
 
     @property
     def id(self) -> str:
-        return spectrum_id(self.meta["plate"], self.meta["mjd"], self.meta["fiberid"])
+        return _meta_id(self.meta)
 
 
 def spectrum_id(plate, mjd, fiber) -> str:
@@ -64,12 +85,49 @@ def spectrum_id(plate, mjd, fiber) -> str:
     return f"{int(plate):04d}-{int(mjd):05d}-{int(fiber):04d}"
 
 
+def _meta_id(meta: dict) -> str:
+    if all(meta.get(k) is not None for k in ("plate", "mjd", "fiberid")):
+        return spectrum_id(meta["plate"], meta["mjd"], meta["fiberid"])
+    return f"objid-{meta['objid']}"
+
+
+def mask_bit_value(bits) -> int:
+    """The and_mask bits that make a pixel bad, as one integer: ``None`` = :data:`DEFAULT_MASK_BITS`, an
+    integer as it is (-1 = any bit), or a sequence of SPPIXMASK names and/or bit numbers ("ANY" = -1)."""
+    if bits is None:
+        bits = DEFAULT_MASK_BITS
+    if isinstance(bits, (int, np.integer)):
+        return int(bits)
+    if isinstance(bits, str):
+        bits = [b for b in bits.replace(",", " ").split() if b]
+    value = 0
+    for b in bits:
+        if isinstance(b, str) and b.upper() == "ANY":
+            return -1
+        if isinstance(b, str) and b.upper() in PIXMASK_BITS:
+            value |= 1 << PIXMASK_BITS[b.upper()]
+        elif isinstance(b, (int, np.integer)) and 0 <= int(b) < 32:
+            value |= 1 << int(b)
+        else:
+            raise InputError(f"mask_bits: unknown SDSS mask bit {b!r}; use names of {sorted(PIXMASK_BITS)} "
+                             "or bit numbers 0-31")
+    return value
+
+
 # ---- readers ------------------------------------------------------------------------------------
 
-def _bad_pixels(flux, ivar, mask_word, mask_bits: int | None) -> np.ndarray:
-    bits = mask_word.astype(np.int64)
-    flagged = bits != 0 if mask_bits is None else (bits & int(mask_bits)) != 0
+def _bad_pixels(flux, ivar, mask_word, mask_bits) -> np.ndarray:
+    flagged = (mask_word.astype(np.int64) & mask_bit_value(mask_bits)) != 0
     return ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0) | flagged
+
+
+def _objid(value):
+    """An SDSS objid as text (a 64-bit integer, or the DR7 header's 'run rerun camcol field id' joined by
+    '-')."""
+    if value is None:
+        return None
+    text = "-".join(str(value).split())
+    return text or None
 
 
 def _first(table, names: Sequence[str], default=None):
@@ -80,8 +138,19 @@ def _first(table, names: Sequence[str], default=None):
     return default
 
 
+def _table_with(hdul, names: Sequence[str], columns: set[str]):
+    """The first HDU named one of ``names``, else the first table holding all of ``columns``."""
+    for name in names:
+        if name in hdul:
+            return hdul[name].data
+    for hdu in hdul[1:]:
+        if isinstance(hdu, fits.BinTableHDU) and columns <= {c.lower() for c in hdu.columns.names}:
+            return hdu.data
+    return None
+
+
 def _read_coadd(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
-    coadd = hdul["COADD"].data
+    coadd = _table_with(hdul, ("COADD",), {"loglam", "flux", "ivar"})
     names = {n.lower() for n in coadd.columns.names}
     missing = {"loglam", "flux", "ivar"} - names
     if missing:
@@ -94,16 +163,17 @@ def _read_coadd(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
     mask_word = np.asarray(coadd["and_mask"]) if "and_mask" in names else np.zeros(len(flux), np.int64)
     header = hdul[0].header
     meta = {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
-            "class": "", "subclass": "", "z": np.nan, "ra": header.get("PLUG_RA", np.nan),
-            "dec": header.get("PLUG_DEC", np.nan), "format": "spec"}
-    info = next((hdul[n].data for n in ("SPECOBJ", "SPALL") if n in hdul), None)
+            "objid": _objid(header.get("OBJID")), "class": "", "subclass": "", "z": np.nan, "zwarning": None,
+            "ra": header.get("PLUG_RA", np.nan), "dec": header.get("PLUG_DEC", np.nan), "format": "spec"}
+    info = _table_with(hdul, ("SPECOBJ", "SPALL"), {"class", "z"})
     if info is not None and len(info):
         meta.update({
             "plate": _first(info, ("PLATE",), meta["plate"]), "mjd": _first(info, ("MJD",), meta["mjd"]),
             "fiberid": _first(info, ("FIBERID",), meta["fiberid"]),
+            "objid": _objid(_first(info, ("BESTOBJID", "OBJID"), meta["objid"])),
             "class": _first(info, ("CLASS",), ""), "subclass": _first(info, ("SUBCLASS",), ""),
-            "z": _first(info, ("Z",), np.nan), "ra": _first(info, ("RA", "PLUG_RA"), meta["ra"]),
-            "dec": _first(info, ("DEC", "PLUG_DEC"), meta["dec"])})
+            "z": _first(info, ("Z",), np.nan), "zwarning": _first(info, ("ZWARNING",), None),
+            "ra": _first(info, ("RA", "PLUG_RA"), meta["ra"]), "dec": _first(info, ("DEC", "PLUG_DEC"), meta["dec"])})
     return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, mask_word, mask_bits), meta)
 
 
@@ -119,16 +189,19 @@ def _read_spspec(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
     loglam = header["COEFF0"] + header["COEFF1"] * np.arange(image.shape[1], dtype=np.float64)
     cln = header.get("SPEC_CLN")
     meta = {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
+            "objid": _objid(header.get("OBJID")),
             "class": SPEC_CLN.get(int(cln), "UNKNOWN") if cln is not None else str(header.get("OBJTYPE", "")),
-            "subclass": "", "z": header.get("Z", np.nan), "ra": header.get("RAOBJ", header.get("RA", np.nan)),
+            "subclass": "", "z": header.get("Z", np.nan), "zwarning": header.get("Z_WARNIN"),
+            "ra": header.get("RAOBJ", header.get("RA", np.nan)),
             "dec": header.get("DECOBJ", header.get("DEC", np.nan)), "format": "spSpec"}
     return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, np.nan_to_num(image[3]), mask_bits), meta)
 
 
-def read_spectrum(path, mask_bits: int | None = None) -> Spectrum:
+def read_spectrum(path, mask_bits=None) -> Spectrum:
     """Reads one spectrum of either format; every problem is an ``InputError`` naming the file.
 
-    ``mask_bits``: the and_mask / pixel-mask bits that make a pixel bad (None = any bit).
+    ``mask_bits``: the and_mask / pixel-mask bits that make a pixel bad (see :func:`mask_bit_value`;
+    None = :data:`DEFAULT_MASK_BITS`).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -141,7 +214,7 @@ def read_spectrum(path, mask_bits: int | None = None) -> Spectrum:
                 if truncated:
                     raise InputError(f"{path}: truncated FITS file ({str(truncated[0].message).strip()})")
                 primary = hdul[0]
-                if "COADD" in hdul:
+                if _table_with(hdul, ("COADD",), {"loglam", "flux", "ivar"}) is not None:
                     spec = _read_coadd(path, hdul, mask_bits)
                 elif primary.header.get("NAXIS") == 2 and "COEFF0" in primary.header and "COEFF1" in primary.header:
                     spec = _read_spspec(path, hdul, mask_bits)
@@ -153,9 +226,9 @@ def read_spectrum(path, mask_bits: int | None = None) -> Spectrum:
         except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{path}: corrupt or truncated FITS ({reason})") from None
-    for key in ("plate", "mjd", "fiberid"):
-        if spec.meta[key] is None:
-            raise InputError(f"{path}: no {key.upper()} in the header or SPECOBJ/SPALL table")
+    missing = [k.upper() for k in ("plate", "mjd", "fiberid") if spec.meta[k] is None]
+    if missing and spec.meta.get("objid") is None:
+        raise InputError(f"{path}: no {'/'.join(missing)} and no OBJID in the header or SPECOBJ/SPALL table")
     if not np.all(np.diff(spec.loglam) > 0):
         raise InputError(f"{path}: wavelengths are not strictly increasing")
     spec.meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in spec.meta.items()}
@@ -250,7 +323,7 @@ def output_paths(out_path) -> dict[str, pathlib.Path]:
 
 def ingest(folder_or_files, out_path, *, frame: str = "observed", norm: str = "median",
            norm_window: tuple[float, float] | None = None, wave_range: tuple[float, float] | None = None,
-           step: float = LOGLAM_STEP, mask_bits: int | None = None, min_good_fraction: float = 0.1,
+           step: float = LOGLAM_STEP, mask_bits=None, min_good_fraction: float = 0.1,
            log=None) -> dict:
     """Reads, grids, normalises and writes all spectra; returns the ingestion report.
 
@@ -259,6 +332,7 @@ def ingest(folder_or_files, out_path, *, frame: str = "observed", norm: str = "m
     unreadable file, or a duplicate plate/mjd/fiber is skipped and listed with the reason.
     """
     t0 = time.time()
+    mask_value = mask_bit_value(mask_bits)
     files = find_files(folder_or_files)
     if not files:
         raise InputError(f"{folder_or_files}: no FITS files (*.fits, *.fit) found")
@@ -267,9 +341,9 @@ def ingest(folder_or_files, out_path, *, frame: str = "observed", norm: str = "m
     seen: dict[str, str] = {}
     for i, path in enumerate(files, 1):
         try:
-            spec = read_spectrum(path, mask_bits)
+            spec = read_spectrum(path, mask_value)
             if (~spec.bad).sum() == 0:
-                raise InputError(f"{path}: fully masked (no pixel with ivar > 0, finite flux and no mask bit)")
+                raise InputError(f"{path}: fully masked (no pixel with ivar > 0, finite flux and no bad-data mask bit)")
             x = shifted_loglam(spec, frame)
             if spec.id in seen:
                 raise InputError(f"{path}: duplicate of {seen[spec.id]} (same plate-mjd-fiber {spec.id})")
@@ -319,7 +393,7 @@ def ingest(folder_or_files, out_path, *, frame: str = "observed", norm: str = "m
               "grid": {"n_pixels": int(grid.size), "loglam_step": step,
                        "wavelength_min": float(wavelength[0]) if grid.size else None,
                        "wavelength_max": float(wavelength[-1]) if grid.size else None},
-              "mask_bits": mask_bits, "min_good_fraction": min_good_fraction,
+              "mask_bits": mask_value, "min_good_fraction": min_good_fraction,
               "outputs": {k: str(v) for k, v in paths.items()}, "seconds": round(time.time() - t0, 2)}
     if not rows:
         report["outputs"] = {}
@@ -355,8 +429,8 @@ def read_catalogue(path) -> dict[str, np.ndarray]:
     cols = {k: [r[k] for r in rows] for k in rows[0]}
     out = {}
     for k, v in cols.items():
-        if k in ("index", "plate", "mjd", "fiberid"):
-            out[k] = np.asarray(v, np.int64)
+        if k in ("index", "plate", "mjd", "fiberid", "zwarning"):
+            out[k] = np.asarray([int(x) if x not in ("", "None") else -1 for x in v], np.int64)
         elif k in ("z", "ra", "dec", "norm", "good_fraction"):
             out[k] = np.asarray([float(x) if x not in ("", "None") else np.nan for x in v])
         else:
@@ -396,19 +470,22 @@ def _pair(text: str | None):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.sdss", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="folder of SDSS FITS files (or one file)")
+    parser.add_argument("--input", required=True, nargs="+", help="folders of SDSS FITS files (or files), "
+                        "ingested together")
     parser.add_argument("--output", required=True, help="output .npz (catalogue CSV and report JSON go beside it)")
     parser.add_argument("--frame", choices=("observed", "rest"), default="observed")
     parser.add_argument("--norm", choices=NORMALISATIONS, default="median")
     parser.add_argument("--norm-window", help="LOW,HIGH Angstrom for the normalisation (default: whole spectrum)")
     parser.add_argument("--wave-range", help="LOW,HIGH Angstrom of the common grid (default: union of coverage)")
     parser.add_argument("--min-good-fraction", type=float, default=0.1)
-    parser.add_argument("--mask-bits", type=lambda v: int(v, 0), default=None,
-                        help="and_mask bits that make a pixel bad, e.g. 0x1ff0000 (default: any bit)")
+    parser.add_argument("--mask-bits", type=lambda v: int(v, 0) if v[:1].isdigit() or v[:1] == "-" else v,
+                        default=None, help="and_mask bits that make a pixel bad: names (NOPLUG,BRIGHTSKY) or an "
+                        f"integer (-1 = any bit); default {','.join(DEFAULT_MASK_BITS)}")
     parser.add_argument("--quiet", action="store_true", help="only the summary line")
     args = parser.parse_args(argv)
     try:
-        report = ingest(args.input, args.output, frame=args.frame, norm=args.norm,
+        inputs = args.input[0] if len(args.input) == 1 else [f for i in args.input for f in find_files(i)]
+        report = ingest(inputs, args.output, frame=args.frame, norm=args.norm,
                         norm_window=_pair(args.norm_window), wave_range=_pair(args.wave_range),
                         min_good_fraction=args.min_good_fraction, mask_bits=args.mask_bits,
                         log=None if args.quiet else (lambda m: print(m, flush=True)))

@@ -4,7 +4,9 @@
 parameters; ``window`` the seed's window rule (compiled kernel in ``kernel``, reference loop in
 ``window_loop``); ``matched_filter`` the significance of the summed residual; ``residuals``
 detrending before detection; ``injection`` injected features and region-level scoring, and
-``injection_eval`` the evaluation on held-out SDSS galaxies; ``plots`` the per-spectrum figure.
+``injection_eval`` the evaluation on held-out SDSS galaxies, ``injection_cv`` its cross-validation over
+every galaxy with the learning curve and the latent-density AUCs; ``lines`` the known lines that name a
+region; ``plots`` the per-spectrum figure.
 A new detector is one file with a module-level :class:`~research.regions.registry.Detector` and
 one line in :data:`~research.regions.registry.DETECTORS`.
 """

@@ -17,11 +17,9 @@ tuned on one set of injections (``--tune-seed``) and the best one is reported on
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
 import hashlib
-import importlib.util
 import itertools
 import json
 import pathlib
@@ -63,67 +61,46 @@ def grid_settings():
         yield {**MATCHED_FILTER, **dict(zip(MATCHED_FILTER_GRID, values))}
 
 
-def load_config(path: str, sets: list[str], epochs: int | None):
-    spec = importlib.util.spec_from_file_location("experiment_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for item in sets:
-        key, value = item.split("=", 1)
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        with node.ignore_type():
-            node[leaf] = value
-    if epochs is not None:
-        config.train.epochs = epochs
-    return config
+def load_config(spec: str, sets: list[str], epochs: int | None):
+    """The config of ``file.py`` or ``file.py:variant`` with ``KEY=VALUE`` overrides (:func:`research.cli.load_config`)."""
+    from research.cli import load_config as load
+
+    return load(spec, [*sets, *([f"train.epochs={epochs}"] if epochs is not None else [])])
+
+
+def run_name(config) -> str:
+    """``injection_<hash>``: the hash of what is trained (data, model, optimiser, seed), so a rerun with
+    the same config finds its run and another config gets its own."""
+    described = {k: config[k].to_dict() for k in ("data", "model", "train")}
+    for key in ("checkpoint_every", "steps_per_call", "eval_batch_size", "use_best"):
+        described["train"].pop(key, None)  # research.pipeline.RESUMABLE: a resume may change them
+    return "injection_" + hashlib.sha1(json.dumps([described, config.seed], sort_keys=True, default=str)
+                                       .encode()).hexdigest()[:12]
 
 
 def train_or_load(config, ds, cache_dir: pathlib.Path, log=print):
-    """Best-validation parameters of the configured model, cached by the config's hash."""
-    import flax.serialization
-    import jax
-
+    """``(trainer, params)`` of the configured model trained on ``ds`` (split for validation) through
+    :func:`research.pipeline.train`, into run ``injection_<hash>`` under ``cache_dir`` with
+    ``run.resume='auto'``: a rerun resumes the finished run (nothing left to train) and reuses it, an
+    interrupted one continues from its checkpoint."""
+    from research import pipeline
+    from research.config import resolve
     from research.data import split_validation
-    from research.models import build_model
-    from research.training import Trainer, fit
 
+    config = resolve(config)
     ds = split_validation(ds, config.data.val_fraction, config.seed)
-    model = build_model(config.model)
-    tc = config.train
-    trainer = Trainer.from_config(model, tc, max(1, len(ds.train["x"]) // tc.batch_size))
-    state = trainer.init([config.seed], ds.train["x"].shape[1:])
-    described = {k: config[k].to_dict() for k in ("data", "model", "train")}
-    if (described["data"].get("n_folds") or 0) <= 1:  # no folds: the key of the caches made before folds existed
-        described["data"] = {k: v for k, v in described["data"].items() if k not in ("n_folds", "fold")}
-    key = hashlib.sha1(json.dumps(described, sort_keys=True, default=str).encode()
-                       + str(config.seed).encode()).hexdigest()[:12]
-    path = cache_dir / f"injection_model_{key}.msgpack"
-    if path.is_file():
-        params = flax.serialization.from_bytes(state.best_params, path.read_bytes())
-        log(f"loaded trained parameters from {path}")
-        return trainer, params
-    train, val = trainer.put(ds.train), trainer.put(ds.val)
-    t0 = time.time()
-
-    def on_epoch(st, metrics):
-        epoch = int(np.asarray(st.epoch)[0])
-        if epoch % 50 == 0 or epoch == tc.epochs:
-            log(f"epoch {epoch}/{tc.epochs} train_loss={float(metrics['train_loss'][0]):.4g} "
-                f"val_loss={float(metrics['val_loss'][0]):.4g} ({time.time() - t0:.0f} s)")
-
-    state = fit(trainer, state, train, val, tc.epochs, on_epoch=on_epoch)
-    params = jax.device_get(state.best_params)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flax.serialization.to_bytes(params))
-    log(f"trained in {time.time() - t0:.0f} s; parameters cached in {path}")
-    return trainer, params
+    config.run.root = str(cache_dir)
+    config.run.name = run_name(config)
+    config.run.resume = "auto"
+    config.run.tensorboard = False
+    result = pipeline.train(config, ds.train, ds.val, seeds=[config.seed], log=log,
+                            run_info={"n_train": len(ds.train["x"]), "n_val": len(ds.val["x"]),
+                                      "train_ids": ds.meta.get("train_ids")})
+    pipeline.release()
+    if result.stopped:
+        raise SystemExit(result.exit_code)
+    params = result.state.best_params if config.train.use_best else result.state.params
+    return result.trainer, params
 
 
 def held_out_part(config, fold, args) -> dict:
@@ -147,8 +124,11 @@ def held_out_part(config, fold, args) -> dict:
         return np.asarray(recon)[0]
 
     x = ds.test["x"][normal]
+    # the training and validation galaxies as the model reconstructs them: calibration of the model error
+    calibration = {k: np.concatenate([ds.train[k], ds.val[k]]) for k in ("x", "ivar", "mask")}
     return {"x": x, "ivar": ds.test["ivar"][normal], "mask": ds.test["mask"][normal], "ids": ids,
-            "n_train": len(ds.train["x"]), "reconstruct": reconstruct, "recon": reconstruct(x)}
+            "n_train": len(ds.train["x"]), "reconstruct": reconstruct, "recon": reconstruct(x),
+            "calibration": {**calibration, "recon": reconstruct(calibration["x"])}}
 
 
 def select(rows: list[dict], amplitude: float, key: str = "precision") -> tuple:

@@ -36,6 +36,9 @@ def _shade_regions(ax, regions, label=True):
     for j, r in enumerate(regions):
         ax.axvspan(r["start_wavelength"], r["end_wavelength"], color="tab:red", alpha=0.2, linewidth=0,
                    label="anomalous region" if (label and j == 0) else None)
+        if label and r.get("label"):  # the line the region lies on (research/regions/lines.py)
+            ax.text((r["start_wavelength"] + r["end_wavelength"]) / 2, 0.97, r["label"], rotation=90, fontsize=7,
+                    ha="center", va="top", color="tab:red", transform=ax.get_xaxis_transform())
 
 
 def plot_spectrum(path, wavelength, original, recon, mask=None, regions=(), title: str = "",
@@ -43,7 +46,8 @@ def plot_spectrum(path, wavelength, original, recon, mask=None, regions=(), titl
                   residual_threshold: float | None = None, residual_label: str = "residual") -> pathlib.Path:
     """Writes the figure to ``path`` (or ``path_1``, ... if taken) and returns the path used.
 
-    ``regions`` are dicts with ``start_wavelength`` / ``end_wavelength`` (Angstrom).
+    ``regions`` are dicts with ``start_wavelength`` / ``end_wavelength`` (Angstrom) and an optional
+    ``label`` (e.g. the nearest known line) written over the region.
     """
     wavelength = np.asarray(wavelength)
     mask = np.ones(len(wavelength), bool) if mask is None else np.asarray(mask, bool)

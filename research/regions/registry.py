@@ -50,6 +50,9 @@ PREPROCESS = {  # key -> (default, comment)
     "noise_units": (False, "True: residuals in noise sigma (reads ivar); detectors that need ivar always are"),
     "detrend_width": (0, "running-median width (px) of the residual added to the reconstruction; 0 = off"),
     "noise_width": (0, "width (px) of the local robust noise scale that divides sigma units; 0 = off"),
+    "model_error_quantile": (0.0, "the model's error per pixel, this quantile over the training spectra's "
+                                  "residuals beyond their noise, added to the noise (sigma units); 0 = off"),
+    "model_error_width": (5, "running maximum (px) of that model error"),
 }
 
 

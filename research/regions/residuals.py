@@ -10,12 +10,21 @@ residual is left; a running median of width ``W`` ignores a feature narrower tha
 model misfit is larger than the pipeline noise (e.g. around the galaxy's own strong lines), it is
 > 1, and dividing ``ivar`` by its square keeps those places from counting as significant.
 
+:func:`model_error` is the model's own error at each pixel of the common grid, measured on calibration
+spectra (the training galaxies): the ``quantile`` over them of the squared residual beyond its noise
+variance. In the rest frame the strong lines of a galaxy sit at the same pixels in every spectrum, and
+so does the misfit of a model that reproduces them only on average; adding this error to the noise
+(:func:`preprocess`, ``model_sigma``) keeps a held-out galaxy's own lines from counting as significant
+there, and leaves the continuum (where an injected or real feature may land anywhere) at the noise.
+
 Masked pixels (``mask`` False, non-finite values, or ``ivar <= 0``) are ignored: the running
 statistics are taken over the usable pixels only (the window counts usable pixels), and masked
 pixels get the value interpolated from their usable neighbours.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -88,12 +97,39 @@ def noise_scale(original: np.ndarray, recon: np.ndarray, ivar: np.ndarray, mask:
     return np.maximum(MAD_TO_SIGMA * running_median(chi, good, width), floor)
 
 
+def model_error(original, recon, mask, ivar, quantile: float = 0.5, width: int = 5) -> np.ndarray:
+    """``(L,)`` the model error per pixel (flux units) over calibration spectra ``(N, L)``: the square root of
+    the ``quantile`` over spectra of ``residual^2 - 1/ivar`` (the excess over the noise; pure noise gives 0
+    up to the 0.68 quantile), at least 0, then the running maximum over ``width`` pixels (a line lands a
+    pixel or two apart in galaxies whose redshift is off by that much). Pass the residual as the detector
+    sees it (detrended)."""
+    if not 0 < quantile < 1:
+        raise InputError(f"config key regions.model_error_quantile: must be in (0, 1), got {quantile}")
+    original, recon, ivar = (np.asarray(a, np.float64) for a in (original, recon, ivar))
+    good = _usable(original, recon, mask, ivar)
+    excess = np.where(good, (original - recon) ** 2 - 1 / np.where(good, ivar, 1.0), np.nan)
+    with warnings.catch_warnings():  # a pixel masked in every spectrum: no error there (0)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = np.sqrt(np.clip(np.nan_to_num(np.nanquantile(excess, quantile, axis=0)), 0, None))
+    return ndimage.maximum_filter1d(sigma, max(int(width), 1), mode="nearest")
+
+
+def with_model_error(ivar, model_sigma) -> np.ndarray:
+    """``1 / (1/ivar + model_sigma^2)`` where ``ivar > 0`` (0 elsewhere): the noise and the model's error."""
+    ivar = np.asarray(ivar)
+    good = ivar > 0
+    return np.where(good, 1 / (1 / np.where(good, ivar, 1.0) + np.asarray(model_sigma) ** 2), 0.0).astype(ivar.dtype)
+
+
 def preprocess(original, recon, mask=None, ivar=None, detrend_width: int | None = 0,
-               noise_width: int | None = 0) -> tuple[np.ndarray, np.ndarray | None]:
+               noise_width: int | None = 0, model_sigma=None) -> tuple[np.ndarray, np.ndarray | None]:
     """``(recon', ivar')`` for a region detector: the detrended reconstruction
-    (``detrend_width``; 0 = off) and ``ivar`` divided by the squared local :func:`noise_scale` of the
-    detrended residual (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
+    (``detrend_width``; 0 = off), ``ivar`` with the model error ``model_sigma`` (:func:`model_error`; None = off)
+    added to the noise, then divided by the squared local :func:`noise_scale` of the detrended residual
+    (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
     recon = detrend(original, recon, mask, detrend_width, ivar)
+    if model_sigma is not None and ivar is not None:
+        ivar = with_model_error(ivar, model_sigma)
     if noise_width and ivar is not None:
         scale = noise_scale(original, recon, ivar, mask, noise_width)
         ivar = (np.asarray(ivar, np.float64) / scale ** 2).astype(np.asarray(ivar).dtype)

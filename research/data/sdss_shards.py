@@ -1,0 +1,165 @@
+"""SDSS FITS -> ArrayRecord shards (:mod:`research.data.shards`), in parallel and in SLURM array tasks.
+
+Task ``t`` of ``T`` takes the ``t``-th contiguous block of the sorted file list, so the tasks'
+catalogues joined in task order list the spectra as one task would. ``workers`` processes read
+and grid files (:mod:`research.data.sdss_fitsio`) while this process writes the records in file
+order, so the shards do not depend on the number of workers. Each spectrum is gridded,
+normalised and masked exactly as :func:`research.data.sdss_fits.ingest` does; the grid is fixed
+by ``wave_range``, so tasks ingested independently agree.
+
+CLI (``python -m data_prep.sdss --format shards ...``)::
+
+    python -m data_prep.sdss --format shards --input ../shared/data/sdss --output data/sdss_shards \\
+        --wave-range 3600,10400 --workers 2                       # one task, merged at the end
+    python -m data_prep.sdss --format shards ... --shard 3 --num-shards 64  # one task of an array
+    python -m data_prep.sdss --format shards --merge --output data/sdss_shards
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from research.data import sdss_fits, sdss_fitsio, shards
+from research.errors import InputError
+
+DEFAULT_SHARD_SIZE = 1024
+COLUMNS = tuple(c for c in sdss_fits.CATALOGUE_COLUMNS if c != "index") + ("file_index",)
+
+
+def grid_spectrum(spec, grid: np.ndarray, *, frame: str, norm: str, norm_window, min_good_fraction: float):
+    """float32 flux, ivar and the mask of one spectrum on ``grid``, normalised; its catalogue row.
+    Raises ``InputError`` (naming the file) for what :func:`sdss_fits.ingest` skips."""
+    name = spec.meta["file"]
+    sdss_fits.shifted_loglam(spec, frame)
+    flux, ivar, mask = sdss_fits.resample(spec, grid, frame)
+    if mask.mean() < min_good_fraction:
+        raise InputError(f"{name}: only {mask.mean():.1%} good pixels on the common grid "
+                         f"(min_good_fraction={min_good_fraction}); fully or mostly masked")
+    try:
+        scale = sdss_fits.normalisation(flux, mask, 10.0 ** grid, norm, norm_window)
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
+    row = {**spec.meta, "id": spec.id, "norm": scale, "good_fraction": round(float(mask.mean()), 4)}
+    return (flux / scale).astype(np.float32), (ivar * scale * scale).astype(np.float32), mask, row
+
+
+def _read_one(job):
+    """Worker: one file -> ('ok', arrays, row) or ('skip', reason). Module level so it pickles."""
+    (index, path), options = job
+    try:
+        spec = sdss_fitsio.read_spectrum(path, options["mask_bits"])
+        if (~spec.bad).sum() == 0:
+            raise InputError(f"{path}: fully masked (no pixel with ivar > 0, finite flux and no mask bit)")
+        flux, ivar, mask, row = grid_spectrum(spec, options["grid"], frame=options["frame"], norm=options["norm"],
+                                              norm_window=options["norm_window"],
+                                              min_good_fraction=options["min_good_fraction"])
+        return "ok", (flux, ivar, mask), {**row, "file_index": index}
+    except InputError as exc:
+        return "skip", None, {"file": pathlib.Path(path).name, "reason": str(exc)}
+
+
+task_block = shards.task_block
+
+
+def ingest_task(inputs, out_dir, *, wave_range, task: int = 0, num_tasks: int = 1, workers: int = 1,
+                shard_size: int = DEFAULT_SHARD_SIZE, frame: str = "observed", norm: str = "median",
+                norm_window=None, step: float = sdss_fits.LOGLAM_STEP, mask_bits: int | None = None,
+                min_good_fraction: float = 0.1, log=None) -> dict:
+    """Ingests this task's block of files into shards; returns (and writes) the task report."""
+    t0 = time.time()
+    if wave_range is None:
+        raise InputError("--wave-range: required with --format shards (shards ingested apart must share one grid)")
+    if workers < 1:
+        raise InputError(f"--workers: must be >= 1, got {workers}")
+    files = sdss_fits.find_files(inputs)
+    if not files:
+        raise InputError(f"{inputs}: no FITS files (*.fits, *.fit) found")
+    block = task_block(len(files), task, num_tasks)
+    grid = sdss_fits.make_grid(np.log10(wave_range[0]), np.log10(wave_range[1]), step)
+    options = {"frame": frame, "norm": norm, "norm_window": list(norm_window) if norm_window else None,
+               "mask_bits": mask_bits, "min_good_fraction": min_good_fraction, "loglam_step": step,
+               "wave_range": list(wave_range)}
+    work = {**options, "grid": grid}
+    writer = shards.ShardWriter(out_dir, task, num_tasks, shard_size, grid.size, COLUMNS)
+    skipped, seen = [], {}
+    jobs = (((i, str(files[i])), work) for i in block)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(_read_one, jobs, chunksize=8) if pool else map(_read_one, jobs)
+        for done, (status, arrays, row) in enumerate(results, 1):
+            if status == "ok" and row["id"] in seen:
+                status, row = "skip", {"file": row["file"], "reason": f"{pathlib.Path(files[row['file_index']])}: "
+                                       f"duplicate of {seen[row['id']]} (same plate-mjd-fiber {row['id']})"}
+            if status == "ok":
+                seen[row["id"]] = row["file"]
+                writer.add(*arrays, row=row)
+            else:
+                skipped.append(row)
+            if log and (done % 1000 == 0 or status == "skip"):
+                log(f"[{done}/{len(block)}] " + (f"skipped: {row['reason']}" if status == "skip" else "ok"))
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    writer.close()
+    report = {"task": task, "num_tasks": num_tasks, "n_files": len(block), "n_ingested": writer.n_records,
+              "n_skipped": len(skipped), "skipped": skipped, "shards": writer.shards,
+              "grid": {"n_pixels": int(grid.size), "loglam": grid.tolist(),
+                       "wavelength_min": float(10 ** grid[0]), "wavelength_max": float(10 ** grid[-1])},
+              "options": options, "workers": workers, "seconds": round(time.time() - t0, 2)}
+    path = pathlib.Path(out_dir) / f"{shards.task_name(task, num_tasks)}.json"
+    path.with_suffix(".partial").write_text(json.dumps(report) + "\n")
+    path.with_suffix(".partial").replace(path)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_prep.sdss --format shards",
+                                     description="SDSS FITS -> ArrayRecord shards + Parquet catalogue")
+    parser.add_argument("--format", choices=("shards",), default="shards")
+    parser.add_argument("--input", nargs="+", help="folders of SDSS FITS files (or files), ingested together")
+    parser.add_argument("--output", required=True, help="shard folder")
+    parser.add_argument("--wave-range", help="LOW,HIGH Angstrom of the common grid (required: fixes the grid)")
+    parser.add_argument("--frame", choices=("observed", "rest"), default="observed")
+    parser.add_argument("--norm", choices=sdss_fits.NORMALISATIONS, default="median")
+    parser.add_argument("--norm-window", help="LOW,HIGH Angstrom for the normalisation (default: whole spectrum)")
+    parser.add_argument("--min-good-fraction", type=float, default=0.1)
+    parser.add_argument("--mask-bits", type=lambda v: int(v, 0) if v[:1].isdigit() or v[:1] == "-" else v,
+                        default=None, help="and_mask bits that make a pixel bad: names (NOPLUG,BRIGHTSKY) or an "
+                        f"integer (-1 = any bit); default {','.join(sdss_fits.DEFAULT_MASK_BITS)}")
+    parser.add_argument("--workers", type=int, default=1, help="reading processes on this node")
+    parser.add_argument("--shard", type=int, default=None, help="this task's number (SLURM_ARRAY_TASK_ID)")
+    parser.add_argument("--num-shards", type=int, default=1, help="number of tasks in the array")
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="spectra per shard file")
+    parser.add_argument("--merge", action="store_true", help="only join the finished tasks' catalogues")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    log = None if args.quiet else (lambda m: print(m, flush=True))
+    try:
+        if args.merge:
+            shards.merge(args.output, log=lambda m: print(m, flush=True))
+            return 0
+        if not args.input:
+            raise InputError("--input: required unless --merge")
+        inputs = args.input[0] if len(args.input) == 1 else [f for i in args.input for f in sdss_fits.find_files(i)]
+        report = ingest_task(inputs, args.output, wave_range=sdss_fits._pair(args.wave_range),
+                             task=args.shard or 0, num_tasks=args.num_shards, workers=args.workers,
+                             shard_size=args.shard_size, frame=args.frame, norm=args.norm,
+                             norm_window=sdss_fits._pair(args.norm_window), mask_bits=args.mask_bits,
+                             min_good_fraction=args.min_good_fraction, log=log)
+        print(f"task {report['task']}/{report['num_tasks']}: ingested {report['n_ingested']}/{report['n_files']} "
+              f"spectra ({report['n_skipped']} skipped) into {len(report['shards'])} shards of "
+              f"{report['grid']['n_pixels']} px ({report['seconds']:.1f} s, {args.workers} workers)", flush=True)
+        if args.shard is None:
+            shards.merge(args.output, log=lambda m: print(m, flush=True))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

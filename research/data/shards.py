@@ -1,0 +1,365 @@
+"""Spectra in fixed-size ArrayRecord shards on one common grid, indexed by a Parquet catalogue.
+
+A shard folder holds, per ingestion task ``t`` of ``T``:
+
+* ``task-TTTTT-of-NNNNN-shard-SSSSS.array_record``: up to ``shard_size`` records; a record is one
+  spectrum on the grid in the folder's ``layout`` (:data:`LAYOUTS`): ``spectrum`` (SDSS) is float32
+  flux, float32 ivar and uint8 mask (1 = good pixel) back to back, ``x`` (RF frames, audio spectra)
+  float32 values only;
+* ``task-TTTTT-of-NNNNN.parquet``: its catalogue rows (one row group per shard) with ``shard``
+  (file name) and ``row`` (record number in it);
+* ``task-TTTTT-of-NNNNN.json``: its grid, options and skipped files.
+
+:func:`merge` joins the tasks into ``catalogue.parquet`` and ``manifest.json``; :class:`Shards`
+reads a merged folder. Memory while writing is one shard's catalogue rows, never the spectra.
+ArrayRecord gives random access to any record (what a shuffled grain loader needs) and every
+process opens only the files it reads. :func:`ingest_files` is the task loop of the RF and audio
+ingestion (:mod:`research.data.rf_shards`, :mod:`research.data.audio_shards`): a block of files read
+by worker processes, one or many records per file, written in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import pathlib
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from array_record.python import array_record_module
+
+from research.errors import InputError
+
+WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access reads one record
+MANIFEST = "manifest.json"
+CATALOGUE = "catalogue.parquet"
+FLOAT_COLUMNS = ("z", "ra", "dec", "norm", "good_fraction")
+INT_COLUMNS = ("plate", "mjd", "fiberid", "zwarning", "row", "file_index")
+
+
+def task_name(task: int, num_tasks: int) -> str:
+    return f"task-{task:05d}-of-{num_tasks:05d}"
+
+
+# record layouts: the arrays of one record, in order, each n_pixels of its dtype
+LAYOUTS = {"spectrum": (("flux", np.float32), ("ivar", np.float32), ("mask", np.uint8)),
+           "x": (("x", np.float32),)}
+
+
+def _layout(layout: str):
+    if layout not in LAYOUTS:
+        raise InputError(f"record layout {layout!r}: unknown; one of {sorted(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def describe_layout(layout: str) -> str:
+    return ", ".join(f"{np.dtype(t).name} {k}" for k, t in _layout(layout))
+
+
+def encode(*arrays: np.ndarray, layout: str = "spectrum") -> bytes:
+    """One record: the layout's arrays (``spectrum``: float32 flux, float32 ivar, uint8 mask) back to back."""
+    fields = _layout(layout)
+    if len(arrays) != len(fields):
+        raise ValueError(f"layout {layout!r} holds {len(fields)} arrays, got {len(arrays)}")
+    return b"".join(np.ascontiguousarray(a, t).tobytes() for a, (_, t) in zip(arrays, fields))
+
+
+def decode(record: bytes, n_pixels: int, layout: str = "spectrum") -> dict[str, np.ndarray]:
+    fields = _layout(layout)
+    size = n_pixels * sum(np.dtype(t).itemsize for _, t in fields)
+    if len(record) != size:
+        raise InputError(f"record of {len(record)} bytes does not hold {n_pixels} pixels (expected {size})")
+    buf, out, start = np.frombuffer(record, np.uint8), {}, 0
+    for name, kind in fields:
+        end = start + n_pixels * np.dtype(kind).itemsize
+        out[name] = buf[start:end].astype(bool) if name == "mask" else buf[start:end].view(kind)
+        start = end
+    return out
+
+
+def _column_type(name: str) -> pa.DataType:
+    if name in FLOAT_COLUMNS:
+        return pa.float64()
+    if name in INT_COLUMNS:
+        return pa.int64()
+    return pa.string()
+
+
+def _cell(value, kind: pa.DataType):
+    if value is None:
+        return None
+    if kind == pa.float64():
+        return float(value)
+    if kind == pa.int64():
+        return int(value)
+    return str(value)
+
+
+class ShardWriter:
+    """Writes one task's records into shards of ``shard_size`` and its catalogue, one shard at a time."""
+
+    def __init__(self, folder, task: int, num_tasks: int, shard_size: int, n_pixels: int,
+                 columns: Sequence[str], layout: str = "spectrum", column_types: dict | None = None):
+        """``column_types`` (name -> ``float``/``int``/``str``) types columns beyond the SDSS ones (others: string)."""
+        _layout(layout)
+        if shard_size < 1:
+            raise InputError(f"--shard-size: must be >= 1, got {shard_size}")
+        self.folder = pathlib.Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.name = task_name(task, num_tasks)
+        self.shard_size, self.n_pixels, self.layout = shard_size, n_pixels, layout
+        self.columns = tuple(columns) + ("shard", "row")
+        kinds = {float: pa.float64(), int: pa.int64(), str: pa.string()}
+        types = {c: kinds[t] for c, t in (column_types or {}).items()}
+        self.schema = pa.schema([(c, types.get(c) or _column_type(c)) for c in self.columns])
+        self.shards: list[str] = []
+        self.n_records = 0
+        self._writer = None
+        self._rows: list[dict] = []
+        self._catalogue = pq.ParquetWriter(self.folder / f"{self.name}.parquet.partial", self.schema)
+
+    def add(self, *arrays: np.ndarray, row: dict) -> None:
+        """One record of the layout's arrays (``spectrum``: flux, ivar, mask) and its catalogue row."""
+        if len(arrays[0]) != self.n_pixels:
+            raise InputError(f"{row.get('file')}: {len(arrays[0])} px, the shards hold {self.n_pixels}")
+        if self._writer is None:
+            self.shards.append(f"{self.name}-shard-{len(self.shards):05d}.array_record")
+            self._writer = array_record_module.ArrayRecordWriter(str(self.folder / self.shards[-1]), WRITER_OPTIONS)
+        self._writer.write(encode(*arrays, layout=self.layout))
+        self._rows.append({**row, "shard": self.shards[-1], "row": len(self._rows)})
+        self.n_records += 1
+        if len(self._rows) == self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        table = {c: pa.array([_cell(r.get(c), t) for r in self._rows], t)
+                 for c, t in zip(self.schema.names, self.schema.types)}
+        self._catalogue.write_table(pa.table(table, schema=self.schema))
+        self._rows = []
+
+    def close(self) -> None:
+        """Closes the last shard; the catalogue appears under its final name only now (atomic)."""
+        self._flush()
+        self._catalogue.close()
+        (self.folder / f"{self.name}.parquet.partial").replace(self.folder / f"{self.name}.parquet")
+
+
+def task_files(folder) -> list[pathlib.Path]:
+    return sorted(pathlib.Path(folder).glob("task-*-of-*.json"))
+
+
+def task_block(n: int, task: int, num_tasks: int) -> range:
+    """The file positions of task ``task`` of ``num_tasks``: contiguous, sizes differing by at most one."""
+    if not 0 <= task < num_tasks:
+        raise InputError(f"--shard: {task} must be in 0..{num_tasks - 1} (--num-shards {num_tasks})")
+    return range(task * n // num_tasks, (task + 1) * n // num_tasks)
+
+
+def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: dict, options: dict, dataset: str,
+                 columns: Sequence[str], column_types: dict | None = None, layout: str = "x", task: int = 0,
+                 num_tasks: int = 1, workers: int = 1, shard_size: int = 1024, log=None) -> dict:
+    """Task ``task`` of ``num_tasks``: its block of ``files`` (:func:`task_block`) into shards; returns (and
+    writes) the task report.
+
+    ``read((index, path), work)`` (module level, so it pickles to the ``workers`` processes) returns
+    ``("ok", [(arrays, row), ...])`` (one or many records of a file, each row with an ``id``) or
+    ``("skip", reason)``. Records are written in file order, so the shards do not depend on ``workers``.
+    A file with an id already written by this task is skipped whole (a duplicate); across tasks
+    :func:`merge` drops them.
+    """
+    t0 = time.time()
+    if workers < 1:
+        raise InputError(f"--workers: must be >= 1, got {workers}")
+    block = task_block(len(files), task, num_tasks)
+    writer = ShardWriter(out_dir, task, num_tasks, shard_size, int(grid["n_pixels"]), columns, layout, column_types)
+    skipped, seen = [], {}
+    jobs = (((i, str(files[i])), work) for i in block)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(read, jobs) if pool else map(read, jobs)
+        for done, (i, (status, out)) in enumerate(zip(block, results), 1):
+            path = pathlib.Path(files[i])
+            if status == "ok" and (dup := next((r["id"] for _, r in out if r["id"] in seen), None)) is not None:
+                status, out = "skip", f"{path}: duplicate of {seen[dup]} (same id {dup})"
+            if status == "ok":
+                for arrays, row in out:
+                    seen[row["id"]] = str(path)
+                    writer.add(*arrays, row=row)
+            else:
+                skipped.append({"file": path.name, "reason": out})
+            if log and (status == "skip" or done % 1000 == 0 or len(out) >= 1000):  # skips, progress, big files
+                log(f"[{done}/{len(block)}] " + (f"skipped: {out}" if status == "skip" else f"{path.name}: {len(out)}"))
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    writer.close()
+    report = {"task": task, "num_tasks": num_tasks, "dataset": dataset, "layout": layout, "n_files": len(block),
+              "n_ingested": writer.n_records, "n_skipped": len(skipped), "skipped": skipped, "shards": writer.shards,
+              "grid": grid, "options": options, "workers": workers, "seconds": round(time.time() - t0, 2)}
+    path = pathlib.Path(out_dir) / f"{task_name(task, num_tasks)}.json"
+    path.with_suffix(".partial").write_text(json.dumps(report) + "\n")
+    path.with_suffix(".partial").replace(path)
+    return report
+
+
+def _kind(report: dict) -> tuple[str, str]:
+    """Dataset and record layout of a task report or manifest (SDSS ones written before RF/audio name neither)."""
+    return report.get("dataset", "sdss"), report.get("layout", "spectrum")
+
+
+def merge(folder, log=None) -> dict:
+    """Joins every task's catalogue into ``catalogue.parquet`` (task order) and writes ``manifest.json``.
+
+    All tasks must share the grid, layout and options, and every task of the array must be present.
+    A file with an id seen in an earlier task is dropped from the catalogue whole and listed as skipped.
+    """
+    folder = pathlib.Path(folder)
+    reports = [json.loads(p.read_text()) for p in task_files(folder)]
+    if not reports:
+        raise InputError(f"{folder}: no task reports (task-*-of-*.json); run the ingestion tasks first")
+    num_tasks = reports[0]["num_tasks"]
+    missing = sorted(set(range(num_tasks)) - {r["task"] for r in reports})
+    if missing or any(r["num_tasks"] != num_tasks for r in reports):
+        raise InputError(f"{folder}: tasks {missing} of {num_tasks} have not finished (or the folder mixes arrays)")
+    first = reports[0]
+    for r in reports[1:]:
+        if r["grid"] != first["grid"] or r["options"] != first["options"] or _kind(r) != _kind(first):
+            raise InputError(f"{folder}: {task_name(r['task'], num_tasks)} was ingested with another grid or "
+                             "options than task 0; ingest all tasks with the same grid options")
+    tables, skipped, seen = [], [], set()
+    for r in reports:
+        table = pq.read_table(folder / f"{task_name(r['task'], num_tasks)}.parquet")
+        ids, files = table.column("id").to_pylist(), table.column("file").to_pylist()
+        duplicates: dict[str, str] = {}  # file -> its first id seen in an earlier task: the file is dropped whole
+        for sid, file in zip(ids, files):
+            if sid in seen and file not in duplicates:
+                duplicates[file] = sid
+        keep = np.asarray([f not in duplicates for f in files], bool)
+        seen.update(sid for sid, k in zip(ids, keep) if k)
+        for file, sid in duplicates.items():
+            skipped.append({"file": pathlib.Path(file).name,
+                            "reason": f"{file}: duplicate of an earlier task's spectrum {sid}"})
+        tables.append(table.filter(pa.array(keep)))
+        skipped.extend(r["skipped"])
+    catalogue = pa.concat_tables(tables)
+    pq.write_table(catalogue, folder / (CATALOGUE + ".partial"))
+    (folder / (CATALOGUE + ".partial")).replace(folder / CATALOGUE)
+    dataset, layout = _kind(first)
+    manifest = {"n_spectra": catalogue.num_rows, "n_files": sum(r["n_files"] for r in reports),
+                "n_skipped": len(skipped), "skipped": skipped, "grid": first["grid"], "options": first["options"],
+                "num_tasks": num_tasks, "shards": [s for r in reports for s in r["shards"]],
+                "dataset": dataset, "layout": layout, "record": describe_layout(layout)}
+    if layout == "spectrum":
+        manifest["mask_meaning"] = "1 = good pixel (use)"
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    if log:
+        log(f"merged {num_tasks} task(s): {catalogue.num_rows} spectra in {len(manifest['shards'])} shards, "
+            f"{len(skipped)} skipped -> {folder / CATALOGUE}")
+    return manifest
+
+
+class Shards:
+    """A merged shard folder: its grid (``axis``; SDSS also ``loglam``), catalogue, and random access to any
+    spectrum."""
+
+    def __init__(self, folder):
+        self.folder = pathlib.Path(folder)
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            raise InputError(f"{path}: not a merged shard folder (run the merge step: --merge)")
+        self.manifest = json.loads(path.read_text())
+        grid = self.manifest["grid"]
+        self.dataset, self.layout = _kind(self.manifest)
+        self.n_pixels = int(grid["n_pixels"])
+        self.loglam = np.asarray(grid["loglam"], np.float64) if "loglam" in grid else None
+        self.axis = 10.0 ** self.loglam if self.loglam is not None else np.asarray(grid["axis"], np.float64)
+        self.catalogue = pq.read_table(self.folder / CATALOGUE)
+        offsets = np.cumsum([0] + [self._count(s) for s in self.manifest["shards"]])
+        start = dict(zip(self.manifest["shards"], offsets[:-1]))
+        shard = self.catalogue.column("shard").to_pylist()
+        self.record_index = np.asarray([start[s] for s in shard], np.int64) + self.catalogue.column("row").to_numpy()
+
+    def check_options(self, cfg, keys: Sequence[str]) -> None:
+        """One-line error when config key ``data.<key>`` asks for other records than the folder was ingested
+        with (numbers compare as floats, an empty value as None)."""
+        def norm(v):
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (v or None)
+
+        options = self.manifest["options"]
+        for key in keys:
+            if norm(cfg[key]) != norm(options.get(key)):
+                raise InputError(f"config key data.{key}: {cfg[key]!r}, but the shards in {self.folder} were "
+                                 f"ingested with {options.get(key)!r}; set it to that or ingest again")
+
+    def _count(self, shard: str) -> int:
+        reader = array_record_module.ArrayRecordReader(str(self.folder / shard))
+        try:
+            return reader.num_records()
+        finally:
+            reader.close()
+
+    def __len__(self) -> int:
+        return self.catalogue.num_rows
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(self.folder / s) for s in self.manifest["shards"]]
+
+    def column(self, name: str) -> np.ndarray:
+        """A catalogue column; a missing integer (a file without ZWARNING, say) reads as -1, as in the npz
+        catalogue of :mod:`research.data.sdss_fits`."""
+        column = self.catalogue.column(name)
+        if pa.types.is_integer(column.type):
+            return column.fill_null(-1).to_numpy()
+        return column.to_numpy() if pa.types.is_floating(column.type) else np.asarray(column.to_pylist())
+
+    def source(self, rows: Iterable[int] | None = None) -> "SpectrumSource":
+        """A grain random-access source over catalogue rows ``rows`` (default all), in that order."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, np.int64)
+        return SpectrumSource(self.paths, self.record_index[rows], self.n_pixels, rows, self.layout)
+
+    def read(self, rows: Iterable[int] | None = None) -> dict[str, np.ndarray]:
+        """Stacked arrays of catalogue rows ``rows`` (for small sets; a loader streams large ones)."""
+        src = self.source(rows)
+        items = [src[i] for i in range(len(src))]
+        return {k: np.stack([it[k] for it in items]) if items else np.zeros((0, self.n_pixels))
+                for k in [name for name, _ in LAYOUTS[self.layout]] + ["index"]}
+
+
+class SpectrumSource:
+    """``grain`` RandomAccessDataSource: item ``i`` is catalogue row ``rows[i]``: its layout's arrays
+    (flux/ivar/mask, or x) and index.
+
+    Picklable (grain workers get a copy); each process opens the record files lazily on first read.
+    """
+
+    def __init__(self, paths: list[str], records: np.ndarray, n_pixels: int, rows: np.ndarray,
+                 layout: str = "spectrum"):
+        self.paths, self.records, self.n_pixels, self.rows, self.layout = paths, records, n_pixels, rows, layout
+        self._source = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        if self._source is None:
+            import grain.python as grain
+
+            self._source = grain.ArrayRecordDataSource(self.paths)
+        out = decode(self._source[int(self.records[i])], self.n_pixels, self.layout)
+        out["index"] = np.int64(self.rows[i])
+        return out
+
+    def __getstate__(self):
+        return {**self.__dict__, "_source": None}
+
+    def __repr__(self) -> str:
+        return f"SpectrumSource({len(self)} spectra in {len(self.paths)} shards)"

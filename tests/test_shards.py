@@ -1,0 +1,162 @@
+"""Sharded SDSS ingestion on the real FITS files: fast reader, round trip, tasks + merge, bad files, CLI."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+
+from research.data import sdss_fits, sdss_fitsio, sdss_shards, shards
+from research.errors import InputError
+
+WAVE = (3600.0, 10400.0)
+pytestmark = pytest.mark.data("sdss")
+
+
+@pytest.fixture(scope="module")
+def sdss_dir(data_dir):
+    return data_dir / "sdss"
+
+
+@pytest.fixture(scope="module")
+def one_task(sdss_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards1")
+    report = sdss_shards.ingest_task(sdss_dir, out, wave_range=WAVE, shard_size=16)
+    shards.merge(out)
+    return report, shards.Shards(out)
+
+
+def test_fitsio_reader_equals_the_astropy_reader_on_every_file(sdss_dir):
+    for path in sdss_fits.find_files(sdss_dir):
+        a, b = sdss_fits.read_spectrum(path), sdss_fitsio.read_spectrum(path)
+        for k in ("loglam", "flux", "ivar", "bad"):
+            assert getattr(a, k).dtype == getattr(b, k).dtype and np.array_equal(getattr(a, k), getattr(b, k)), k
+        assert a.meta == b.meta or all(a.meta[k] == b.meta[k] or (a.meta[k] != a.meta[k] and b.meta[k] != b.meta[k])
+                                       for k in a.meta), path.name
+
+
+def test_shards_round_trip_the_npz_ingestion_bit_for_bit(sdss_dir, one_task, tmp_path):
+    report, ds = one_task
+    sdss_fits.ingest(sdss_dir, tmp_path / "ref.npz", wave_range=WAVE)
+    arrays, cat = sdss_fits.load_ingested(tmp_path / "ref.npz")
+    assert len(ds) == len(cat["id"]) == 46 and len(report["shards"]) == 3  # 16 + 16 + 14
+    assert np.array_equal(ds.loglam, arrays["loglam"])
+    back = ds.read()
+    for k in ("flux", "ivar", "mask"):
+        assert back[k].dtype == arrays[k].dtype and np.array_equal(back[k], arrays[k]), k
+    assert list(ds.column("id")) == list(arrays["ids"])
+    for col in ("class", "plate", "mjd", "fiberid", "file", "format"):
+        assert list(ds.column(col)) == list(cat[col]), col
+    for col in ("z", "norm", "good_fraction"):
+        assert np.array_equal(ds.column(col), cat[col], equal_nan=True), col
+    assert list(back["index"]) == list(range(46))
+    # random access in any order gives the same records
+    order = np.random.default_rng(0).permutation(46)
+    src = ds.source(order)
+    for i in (0, 17, 45):
+        assert np.array_equal(src[i]["flux"], arrays["flux"][order[i]]) and src[i]["index"] == order[i]
+
+
+def test_tasks_plus_merge_equal_one_task_and_workers_do_not_change_the_shards(sdss_dir, one_task, tmp_path):
+    _, ref = one_task
+    for t in range(3):
+        sdss_shards.ingest_task(sdss_dir, tmp_path, wave_range=WAVE, task=t, num_tasks=3, shard_size=16,
+                                workers=2 if t == 1 else 1)
+    manifest = shards.merge(tmp_path)
+    ds = shards.Shards(tmp_path)
+    assert manifest["n_spectra"] == 46 and manifest["num_tasks"] == 3 and len(manifest["shards"]) == 3
+    a, b = ds.read(), ref.read()
+    for k in ("flux", "ivar", "mask"):
+        assert np.array_equal(a[k], b[k]), k
+    drop = ("shard", "row")
+    assert ds.catalogue.drop_columns(list(drop)).equals(ref.catalogue.drop_columns(list(drop)))
+
+
+def test_bad_files_are_skipped_and_listed_per_task_and_in_the_manifest(sdss_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted(sdss_dir.glob("spec-*.fits"))[:2]
+    for p in good:
+        shutil.copy(p, folder / p.name)
+    data = good[0].read_bytes()
+    (folder / "truncated.fits").write_bytes(data[: len(data) // 3])
+    with fits.open(good[0]) as h:
+        zero = fits.HDUList([x.copy() for x in h])
+        zero["COADD"].data["ivar"][:] = 0
+        zero.writeto(folder / "zz_ivar_zero.fits")
+    shutil.copy(good[0], folder / "zz_copy.fits")  # a duplicate, in the other task
+    r0 = sdss_shards.ingest_task(folder, tmp_path / "out", wave_range=WAVE, task=0, num_tasks=2)
+    r1 = sdss_shards.ingest_task(folder, tmp_path / "out", wave_range=WAVE, task=1, num_tasks=2)
+    # sorted names: spec-a, spec-b | truncated, zz_copy, zz_ivar_zero ... split 2 | 3
+    assert (r0["n_ingested"], r0["n_skipped"]) == (2, 0)
+    assert {s["file"] for s in r1["skipped"]} == {"truncated.fits", "zz_ivar_zero.fits"}
+    assert r1["n_ingested"] == 1  # the copy: a duplicate only across tasks, caught by the merge
+    manifest = shards.merge(tmp_path / "out")
+    reasons = {s["file"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {"truncated.fits", "zz_ivar_zero.fits", "zz_copy.fits"}
+    assert "truncated" in reasons["truncated.fits"] or "corrupt" in reasons["truncated.fits"]
+    assert "masked" in reasons["zz_ivar_zero.fits"] and "duplicate" in reasons["zz_copy.fits"]
+    assert all(r.startswith(str(folder / f)) or r.startswith(f) for f, r in reasons.items())
+    assert len(shards.Shards(tmp_path / "out")) == 2
+    saved = json.loads((tmp_path / "out" / "task-00001-of-00002.json").read_text())
+    assert saved["skipped"] == r1["skipped"]
+
+
+def test_merge_refuses_missing_tasks_and_mixed_grids(sdss_dir, tmp_path):
+    files = sorted(sdss_dir.glob("spec-*.fits"))[:2]
+    sdss_shards.ingest_task(files, tmp_path / "a", wave_range=WAVE, task=0, num_tasks=2)
+    with pytest.raises(InputError, match=r"tasks \[1\] of 2 have not finished"):
+        shards.merge(tmp_path / "a")
+    sdss_shards.ingest_task(files, tmp_path / "a", wave_range=(3700.0, 9000.0), task=1, num_tasks=2)
+    with pytest.raises(InputError, match="another grid or options than task 0"):
+        shards.merge(tmp_path / "a")
+
+
+def test_catalogue_is_written_one_row_group_per_shard(one_task):
+    _, ds = one_task
+    task = pq.ParquetFile(ds.folder / "task-00000-of-00001.parquet")
+    assert task.num_row_groups == 3 and [task.metadata.row_group(i).num_rows for i in range(3)] == [16, 16, 14]
+
+
+def test_cli_one_line_errors_and_summary(sdss_dir, tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "data_prep.sdss", "--format", "shards", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    run = cli("--input", str(sdss_dir), "--output", str(tmp_path / "o"))
+    assert run.returncode == 2 and run.stderr.strip() == (
+        "error: --wave-range: required with --format shards (shards ingested apart must share one grid)")
+    run = cli("--input", str(sdss_dir), "--output", str(tmp_path / "o"), "--wave-range", "3600,10400",
+              "--shard", "5", "--num-shards", "2")
+    assert run.returncode == 2 and run.stderr.strip() == "error: --shard: 5 must be in 0..1 (--num-shards 2)"
+    run = cli("--merge", "--output", str(tmp_path / "empty"))
+    assert run.returncode == 2 and "no task reports" in run.stderr and "Traceback" not in run.stderr
+    run = cli("--input", str(sdss_dir), "--output", str(tmp_path / "o"), "--wave-range", "3600,10400",
+              "--quiet")
+    assert run.returncode == 0 and "ingested 46/46 spectra" in run.stdout and "merged 1 task(s)" in run.stdout
+    assert len(shards.Shards(tmp_path / "o")) == 46
+
+
+@pytest.mark.slow
+@pytest.mark.data("sdss_extra")
+def test_both_folders_through_the_cli_equal_the_npz_ingestion(data_dir, tmp_path):
+    """``--input`` with both SDSS folders (header ids, unnamed HDUs, spSpec files, one bad file) and mask
+    bits by name: the shards hold the npz ingestion's spectra, ids, ZWARNING and arrays, bit for bit."""
+    inputs = [data_dir / "sdss", data_dir / "sdss_extra"]
+    files = [f for i in inputs for f in sdss_fits.find_files(i)]
+    run = subprocess.run([sys.executable, "-m", "data_prep.sdss", "--format", "shards", "--input", *map(str, inputs),
+                          "--output", str(tmp_path / "s"), "--wave-range", "3600,10400", "--mask-bits",
+                          "NOPLUG,BRIGHTSKY", "--workers", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    sdss_fits.ingest(files, tmp_path / "ref.npz", wave_range=WAVE, mask_bits="NOPLUG,BRIGHTSKY")
+    arrays, cat = sdss_fits.load_ingested(tmp_path / "ref.npz")
+    ds = shards.Shards(tmp_path / "s")
+    assert list(ds.column("id")) == list(arrays["ids"]) and len(ds) > 46
+    assert list(ds.column("zwarning")) == list(cat["zwarning"])
+    back = ds.read()
+    for k in ("flux", "ivar", "mask"):
+        assert np.array_equal(back[k], arrays[k]), k
