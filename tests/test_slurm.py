@@ -541,3 +541,75 @@ def test_throttled_sweep_runs_at_most_n_tasks_at_once_and_one_summary_job(jobs):
     rows = (root / "sweeps" / f"{array}.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",done," in r for r in rows[1:])
     assert "latent_dim=4" in (root / "sweeps" / f"{array}.md").read_text()
+
+
+# ---- data at scale: ingestion as a job array, a sharded run over two processes ---------------------
+SDSS_WAVE = "3600,10400"
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.data("sdss")
+def test_ingest_array_tasks_and_merge_job_equal_one_ingestion(jobs, data_dir):
+    """Slurm: job array (--array=0-1) and a merge job with --dependency=afterok (slurm/ingest_array.sbatch)."""
+    from research.data import sdss_shards, shards
+
+    out = jobs.tmp / "shards"
+    sub = subprocess.run(["bash", "slurm/ingest_array.sbatch", *LOCAL, "2", str(data_dir / "sdss"), str(out),
+                          "--wave-range", SDSS_WAVE, "--shard-size", "16"],
+                         cwd=REPO, env=jobs.env, capture_output=True, text=True, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    array, merge = re.search(r"array job (\d+) \(2 tasks\), merge job (\d+)", sub.stdout).groups()
+    jobs.ids += [array, merge]
+    logs = lambda: "\n".join(p.read_text() for p in sorted((out / "slurm").glob("*.out")))  # noqa: E731
+    assert jobs.wait(merge) == "COMPLETED", logs()
+    assert jobs.state(array) == "COMPLETED"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_tasks"] == 2 and manifest["n_spectra"] == 46
+    ref_dir = jobs.tmp / "one"
+    sdss_shards.ingest_task(data_dir / "sdss", ref_dir, wave_range=(3600.0, 10400.0), shard_size=16)
+    shards.merge(ref_dir)
+    got, ref = shards.Shards(out), shards.Shards(ref_dir)
+    a, b = got.read(), ref.read()
+    for k in ("flux", "ivar", "mask"):
+        assert np.array_equal(a[k], b[k]), k
+    assert got.column("id").tolist() == ref.column("id").tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.data("sdss")
+def test_two_task_sharded_job_reads_disjoint_rows_and_equals_one_process(jobs, data_dir):
+    """Slurm: sbatch --nodes=1 --ntasks-per-node=2, srun; data.format=sharded (each process its own rows)."""
+    from research.data import sdss_shards, shards
+    from research.stream_score import read_parts
+
+    folder = jobs.tmp / "shards"
+    sdss_shards.ingest_task(data_dir / "sdss", folder, wave_range=(3600.0, 10400.0), shard_size=16)
+    shards.merge(folder)
+    args = ["experiments/sdss_cnn_skip.py", *SMOKE, "--config.data.format=sharded", f"--config.data.path={folder}",
+            "--config.model.features=(4, 8)", "--config.model.latent_dim=8", "--config.train.batch_size=8",
+            "--config.train.eval_batch_size=8", "--config.plots.enabled=False", f"--config.run.root={jobs.tmp / 'runs'}"]
+    two = jobs.sbatch("slurm/multinode.sbatch", *args, opts=("--nodes=1", "--ntasks-per-node=2"))
+    one = jobs.sbatch("slurm/train_gpu.sbatch", *args)
+    for job in (two, one):
+        assert jobs.wait(job) == "COMPLETED", jobs.output(job)
+    assert "processes: 2 on 1 node(s)" in jobs.output(two)
+    runs = {job: _run_dir(jobs.output(job)) for job in (two, one)}
+    assert json.loads((runs[two] / "run.json").read_text())["process_count"] == 2
+    # every process scored its own rows: two sets of parts, no id in both, together the one-process table
+    parts = sorted((runs[two] / "scores").glob("scores-*.parquet"))
+    by_process = {}
+    for p in parts:
+        by_process.setdefault(p.name.split("-")[1], set()).update(pq_ids(p))
+    assert len(by_process) == 2 and not set.intersection(*by_process.values())
+    a, b = read_parts(runs[two] / "scores"), read_parts(runs[one] / "scores")
+    assert a.column("id").to_pylist() == b.column("id").to_pylist()
+    np.testing.assert_allclose(a.column("score").to_numpy(), b.column("score").to_numpy(), rtol=1e-4)
+    assert max_abs_difference(final_state(runs[one])["params"], final_state(runs[two])["params"]) <= 1e-5
+
+
+def pq_ids(path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["id"]).column("id").to_pylist()
