@@ -15,12 +15,16 @@ spectra: ``research/data/sdss.py``).
 * ``spectra``: SDSS/BOSS FITS spectra, any file names, several folders; here ``sdss/`` and
   ``sdss_extra/``, galaxies normal, with anomalous-region detection on every test spectrum.
 
+The example paths are under the data root (``../shared/data``, ``$RESEARCH_DATA`` or the download
+cache); building this config never downloads: on a fresh machine run ``python -m data_prep.fetch
+ecg5000`` (``fsdd``, ``rf``, ``sdss``) first.
+
 Score new data with a finished run: ``python -m research.score --run=runs/own_data_<variant>/<name>
 --data.path=NEW``.
 """
 
 from research.config import base_config, variant
-from research.paths import dataset_dir
+from research.paths import data_root
 
 VARIANTS = ("arrays", "wav", "iq", "spectra")
 
@@ -39,7 +43,7 @@ def get_config(arg=None):
 
         c = sdss_config()
         c.experiment = "own_data_spectra"
-        c.data.path = f"{dataset_dir('sdss')},{dataset_dir('sdss_extra')}"
+        c.data.path = f"{data_root() / 'sdss'},{data_root() / 'sdss_extra'}"
         c.data.wave_range = (3800.0, 9200.0)  # Å: the range most spectra cover, so few pixels are masked
         c.model.features = (16, 32, 32)
         c.train.epochs = 30
@@ -54,7 +58,7 @@ def get_config(arg=None):
     c.threshold.method = "percentile"
     c.threshold.percentile = 95.0
     if arg == "arrays":
-        ecg = dataset_dir("ecg5000")
+        ecg = data_root() / "ecg5000"
         c.data.path = str(ecg / "ECG5000_TRAIN.txt")
         c.data.test_path = str(ecg / "ECG5000_TEST.txt")
         c.data.label_column = "0"
@@ -64,7 +68,7 @@ def get_config(arg=None):
         _dense(c, (64, 32), 16, "sigmoid")
         c.score.normalize = "tv"
     elif arg == "wav":
-        c.data.path = str(dataset_dir("fsdd") / "recordings")
+        c.data.path = str(data_root() / "fsdd" / "recordings")
         c.data.normal_labels = ("6",)
         c.data.test_groups = ("lucas", "yweweler")
         c.data.scaling = "none"  # spectra already peak at 1
@@ -72,7 +76,7 @@ def get_config(arg=None):
         c.train.batch_size = 16
         c.threshold.fit_on = "val"
     else:
-        c.data.path = str(dataset_dir("rf_iq"))
+        c.data.path = str(data_root() / "rf_iq")
         c.data.normal_devices = ("elektromaten", "esaver", "ook_overshoot", "steckdose_anlernen")
         c.data.scaling = "global_standard"
         _dense(c, (128,), 16)

@@ -290,6 +290,7 @@ def test_writes_outliving_a_failed_save_are_kept_not_printed(tmp_path):
     assert [str(w.message) for w in shown] == ["something else"]
 
 
+@pytest.mark.data("ecg5000")  # the data is read before the run root is made
 def test_a_run_root_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     proc = run_cli([*SMALL, "--config.train.epochs=1", f"--config.run.root={tmp_path / 'file'}",
