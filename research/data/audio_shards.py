@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import re
-import sys
 
 import numpy as np
 
@@ -100,29 +99,12 @@ def main(argv=None) -> int:
     parser.add_argument("--n-fft", type=int, default=8192, help="samples per recording (zero-padded or cropped)")
     parser.add_argument("--n-bins", type=int, default=512, help="bins the n_fft/2 amplitudes are averaged into")
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="Hz every file must have")
-    parser.add_argument("--workers", type=int, default=1, help="reading processes on this node")
-    parser.add_argument("--shard", type=int, default=None, help="this task's number (SLURM_ARRAY_TASK_ID)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of tasks in the array")
-    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="spectra per shard file")
-    parser.add_argument("--merge", action="store_true", help="only join the finished tasks' catalogues")
-    parser.add_argument("--quiet", action="store_true")
+    shards.add_task_options(parser, DEFAULT_SHARD_SIZE, "spectra")
     args = parser.parse_args(argv)
-    log = None if args.quiet else (lambda m: print(m, flush=True))
-    try:
-        if args.merge:
-            shards.merge(args.output, log=lambda m: print(m, flush=True))
-            return 0
-        if not args.input:
-            raise InputError("--input: required unless --merge")
-        report = ingest_task(args.input, args.output, pattern=args.pattern, n_fft=args.n_fft, n_bins=args.n_bins,
-                             sample_rate=args.sample_rate, task=args.shard or 0, num_tasks=args.num_shards,
-                             workers=args.workers, shard_size=args.shard_size, log=log)
-        print(f"task {report['task']}/{report['num_tasks']}: ingested {report['n_ingested']}/{report['n_files']} "
-              f"recordings ({report['n_skipped']} skipped) into {len(report['shards'])} shards of "
-              f"{report['grid']['n_pixels']} bins ({report['seconds']:.1f} s, {args.workers} workers)", flush=True)
-        if args.shard is None:
-            shards.merge(args.output, log=lambda m: print(m, flush=True))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return shards.run_task(
+        args, lambda log: ingest_task(args.input, args.output, pattern=args.pattern, n_fft=args.n_fft,
+                                      n_bins=args.n_bins, sample_rate=args.sample_rate, task=args.shard or 0,
+                                      num_tasks=args.num_shards, workers=args.workers, shard_size=args.shard_size,
+                                      log=log),
+        lambda r: f"ingested {r['n_ingested']}/{r['n_files']} recordings ({r['n_skipped']} skipped) of "
+                  f"{r['grid']['n_pixels']} bins")

@@ -105,33 +105,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dc-guard", type=int, default=d["dc_guard"], help="DC bins (each side) not in the activity")
     parser.add_argument("--device-pattern", default=None, help="regex on a capture's name, group 'device'")
     parser.add_argument("--sample-rate", type=float, default=d["sample_rate"], help="only labels the frequency axis")
-    parser.add_argument("--workers", type=int, default=1, help="reading processes on this node")
-    parser.add_argument("--shard", type=int, default=None, help="this task's number (SLURM_ARRAY_TASK_ID)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of tasks in the array")
-    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="frames per shard file")
-    parser.add_argument("--merge", action="store_true", help="only join the finished tasks' catalogues")
-    parser.add_argument("--quiet", action="store_true")
+    shards.add_task_options(parser, DEFAULT_SHARD_SIZE, "frames")
     args = parser.parse_args([a for i, a in enumerate(argv if argv is not None else sys.argv[1:])
                               if not (i == 0 and a == "frames")])  # `data_prep.rf frames --format shards` too
-    log = None if args.quiet else (lambda m: print(m, flush=True))
-    try:
-        if args.merge:
-            shards.merge(args.output, log=lambda m: print(m, flush=True))
-            return 0
-        if not args.input:
-            raise InputError("--input: required unless --merge")
-        report = ingest_task(args.input, args.output, frame_length=args.frame_length, hop=args.hop,
-                             window=args.window, db=not args.amplitude, floor_db=args.floor_db,
-                             dc_guard=args.dc_guard, device_pattern=args.device_pattern,
-                             sample_rate=args.sample_rate, task=args.shard or 0, num_tasks=args.num_shards,
-                             workers=args.workers, shard_size=args.shard_size, log=log)
-        print(f"task {report['task']}/{report['num_tasks']}: {report['n_ingested']} frames of "
-              f"{report['n_files'] - report['n_skipped']}/{report['n_files']} captures ({report['n_skipped']} skipped) "
-              f"into {len(report['shards'])} shards of {report['grid']['n_pixels']} bins ({report['seconds']:.1f} s, "
-              f"{args.workers} workers)", flush=True)
-        if args.shard is None:
-            shards.merge(args.output, log=lambda m: print(m, flush=True))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return shards.run_task(
+        args, lambda log: ingest_task(args.input, args.output, frame_length=args.frame_length, hop=args.hop,
+                                      window=args.window, db=not args.amplitude, floor_db=args.floor_db,
+                                      dc_guard=args.dc_guard, device_pattern=args.device_pattern,
+                                      sample_rate=args.sample_rate, task=args.shard or 0, num_tasks=args.num_shards,
+                                      workers=args.workers, shard_size=args.shard_size, log=log),
+        lambda r: f"{r['n_ingested']} frames of {r['n_files'] - r['n_skipped']}/{r['n_files']} captures "
+                  f"({r['n_skipped']} skipped) of {r['grid']['n_pixels']} bins")

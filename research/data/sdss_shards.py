@@ -21,7 +21,6 @@ import argparse
 import json
 import multiprocessing
 import pathlib
-import sys
 import time
 
 import numpy as np
@@ -134,32 +133,15 @@ def main(argv=None) -> int:
     parser.add_argument("--mask-bits", type=lambda v: int(v, 0) if v[:1].isdigit() or v[:1] == "-" else v,
                         default=None, help="and_mask bits that make a pixel bad: names (NOPLUG,BRIGHTSKY) or an "
                         f"integer (-1 = any bit); default {','.join(sdss_fits.DEFAULT_MASK_BITS)}")
-    parser.add_argument("--workers", type=int, default=1, help="reading processes on this node")
-    parser.add_argument("--shard", type=int, default=None, help="this task's number (SLURM_ARRAY_TASK_ID)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of tasks in the array")
-    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="spectra per shard file")
-    parser.add_argument("--merge", action="store_true", help="only join the finished tasks' catalogues")
-    parser.add_argument("--quiet", action="store_true")
+    shards.add_task_options(parser, DEFAULT_SHARD_SIZE, "spectra")
     args = parser.parse_args(argv)
-    log = None if args.quiet else (lambda m: print(m, flush=True))
-    try:
-        if args.merge:
-            shards.merge(args.output, log=lambda m: print(m, flush=True))
-            return 0
-        if not args.input:
-            raise InputError("--input: required unless --merge")
+    def ingest(log):
         inputs = args.input[0] if len(args.input) == 1 else [f for i in args.input for f in sdss_fits.find_files(i)]
-        report = ingest_task(inputs, args.output, wave_range=sdss_fits._pair(args.wave_range),
-                             task=args.shard or 0, num_tasks=args.num_shards, workers=args.workers,
-                             shard_size=args.shard_size, frame=args.frame, norm=args.norm,
-                             norm_window=sdss_fits._pair(args.norm_window), mask_bits=args.mask_bits,
-                             min_good_fraction=args.min_good_fraction, log=log)
-        print(f"task {report['task']}/{report['num_tasks']}: ingested {report['n_ingested']}/{report['n_files']} "
-              f"spectra ({report['n_skipped']} skipped) into {len(report['shards'])} shards of "
-              f"{report['grid']['n_pixels']} px ({report['seconds']:.1f} s, {args.workers} workers)", flush=True)
-        if args.shard is None:
-            shards.merge(args.output, log=lambda m: print(m, flush=True))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return ingest_task(inputs, args.output, wave_range=sdss_fits._pair(args.wave_range),
+                           task=args.shard or 0, num_tasks=args.num_shards, workers=args.workers,
+                           shard_size=args.shard_size, frame=args.frame, norm=args.norm,
+                           norm_window=sdss_fits._pair(args.norm_window), mask_bits=args.mask_bits,
+                           min_good_fraction=args.min_good_fraction, log=log)
+
+    return shards.run_task(args, ingest, lambda r: f"ingested {r['n_ingested']}/{r['n_files']} spectra "
+                                                   f"({r['n_skipped']} skipped) of {r['grid']['n_pixels']} px")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import pathlib
+import sys
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -149,6 +150,38 @@ class ShardWriter:
         self._flush()
         self._catalogue.close()
         (self.folder / f"{self.name}.parquet.partial").replace(self.folder / f"{self.name}.parquet")
+
+
+def add_task_options(parser, shard_size: int, items: str = "spectra") -> None:
+    """The options every shard ingestion command shares: workers, the task of a job array, the merge."""
+    parser.add_argument("--workers", type=int, default=1, help="reading processes on this node")
+    parser.add_argument("--shard", type=int, default=None, help="this task's number (SLURM_ARRAY_TASK_ID)")
+    parser.add_argument("--num-shards", type=int, default=1, help="number of tasks in the array")
+    parser.add_argument("--shard-size", type=int, default=shard_size, help=f"{items} per shard file")
+    parser.add_argument("--merge", action="store_true", help="only join the finished tasks' catalogues")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run_task(args, ingest: Callable[[Callable | None], dict], summary: Callable[[dict], str]) -> int:
+    """Runs a shard ingestion command (options of :func:`add_task_options`): ``--merge`` alone, or this
+    task's ``ingest(log)`` with its one-line ``summary(report)``, merged at once when it is the only task;
+    an :class:`InputError` is one line and exit status 2."""
+    log = None if args.quiet else (lambda m: print(m, flush=True))
+    try:
+        if args.merge:
+            merge(args.output, log=lambda m: print(m, flush=True))
+            return 0
+        if not args.input:
+            raise InputError("--input: required unless --merge")
+        report = ingest(log)
+        print(f"task {report['task']}/{report['num_tasks']}: {summary(report)} into {len(report['shards'])} shards "
+              f"({report['seconds']:.1f} s, {args.workers} workers)", flush=True)
+        if args.shard is None:
+            merge(args.output, log=lambda m: print(m, flush=True))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def task_files(folder) -> list[pathlib.Path]:
