@@ -182,6 +182,12 @@ def _read_spspec(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
     if image.ndim != 2 or image.shape[0] < 4:
         raise InputError(f"{path}: HDU 0 image has shape {image.shape}, expected >= 4 rows "
                          "(flux, continuum-subtracted, error, mask)")
+    return spspec_from_image(image, header, mask_bits)
+
+
+def spspec_from_image(image, header, mask_bits) -> Spectrum:
+    """An SDSS-I/II spSpec spectrum from its HDU 0 image (flux, continuum-subtracted, error, mask rows) and
+    header, whichever FITS reader read them (astropy here, fitsio in :mod:`research.data.sdss_fitsio`)."""
     flux = np.asarray(image[0], np.float64)
     err = np.asarray(image[2], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

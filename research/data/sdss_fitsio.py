@@ -15,7 +15,7 @@ import fitsio
 import numpy as np
 
 from research.data import sdss_fits
-from research.data.sdss_fits import SPEC_CLN, Spectrum, _bad_pixels, _objid
+from research.data.sdss_fits import Spectrum, _bad_pixels, _objid
 
 _COADD = ("loglam", "flux", "ivar", "and_mask")
 _INFO = {"plate": ("PLATE",), "mjd": ("MJD",), "fiberid": ("FIBERID",), "objid": ("BESTOBJID", "OBJID"),
@@ -61,19 +61,7 @@ def _spspec(fits, header, mask_bits) -> Spectrum:
     image = fits[0].read()
     if image is None or image.ndim != 2 or image.shape[0] < 4:
         raise _Unusual
-    flux = np.asarray(image[0], np.float64)
-    err = np.asarray(image[2], np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ivar = np.where(err > 0, 1.0 / (err * err), 0.0)
-    loglam = header["COEFF0"] + header["COEFF1"] * np.arange(image.shape[1], dtype=np.float64)
-    cln = header.get("SPEC_CLN")
-    meta = {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
-            "objid": _objid(header.get("OBJID")),
-            "class": SPEC_CLN.get(int(cln), "UNKNOWN") if cln is not None else str(header.get("OBJTYPE", "")),
-            "subclass": "", "z": header.get("Z", np.nan), "zwarning": header.get("Z_WARNIN"),
-            "ra": header.get("RAOBJ", header.get("RA", np.nan)),
-            "dec": header.get("DECOBJ", header.get("DEC", np.nan)), "format": "spSpec"}
-    return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, np.nan_to_num(image[3]), mask_bits), meta)
+    return sdss_fits.spspec_from_image(image, header, mask_bits)
 
 
 def read_spectrum(path, mask_bits: int | None = None) -> Spectrum:
