@@ -42,6 +42,7 @@ def test_mixture_is_deterministic_and_ranks_quasars_above_galaxies(data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.data("sdss", "sdss_extra")
 def test_latent_density_analysis_end_to_end(data_dir, tmp_path):
     from conftest import run_cli
 
