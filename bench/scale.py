@@ -353,12 +353,12 @@ def mode_compare(args) -> None:
 
 
 def mode_workers(args) -> None:
-    rows = []
-    for w in args.workers:
-        out = pathlib.Path(args.work) / f"workers_{w}"
+    rows = []  # a count may repeat (--workers 1 2 1 2: alternating rounds on a shared machine)
+    for i, w in enumerate(args.workers):
+        out = pathlib.Path(args.work) / f"round{i}_workers_{w}"
         rows.append(run_stage("ingest", "--n", args.files, "--out", out, "--workers", w,
                               *[a for f in args.fits for a in ("--fits", f)]))
-    base = rows[0]["items_per_s"]
+    base = statistics.median(r["items_per_s"] for r in rows if r["workers"] == rows[0]["workers"])
     for r in rows:
         r["speedup"] = r["items_per_s"] / base
     save("scale_workers.json", {"meta": meta(args), "files": args.files, "fits": args.fits,
