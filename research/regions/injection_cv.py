@@ -37,6 +37,11 @@ GRID = [{**MATCHED, "significance": s, "merge_gap": g, "model_error_quantile": q
         for q in (0.0, 0.5, 0.75, 0.9) for s in (5.0, 6.0, 8.0, 10.0) for g in (16, 32)]
 
 
+def grid(relative_errors) -> list[dict]:
+    """:data:`GRID` with each ``regions.relative_error`` of ``--relative`` (0 = the grid as it is)."""
+    return [{**d, "relative_error": r} if r else d for r in relative_errors for d in GRID]
+
+
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -121,16 +126,23 @@ def run(args) -> dict:
     error_width = int(config.regions.model_error_width)
     ev = Evaluation(parts, args.copies, args.detrend, error_width)
     tune = ev.trials([5.0], args.tune_seed)
-    scored = [(ev.score(tune, d), d) for d in GRID]
+    relative = [float(v) for v in args.relative.split(",") if v]
+    scored = [(ev.score(tune, d), d) for d in grid(relative)]
     ranked = {k: sorted(((select(rows, 5.0, k), d) for rows, d in scored), key=lambda t: t[0], reverse=True)
               for k in ("precision", "precision_new")}
     ranked["precision_at_recall"] = sorted(((recall_first(rows, 5.0), d) for rows, d in scored),
                                            key=lambda t: t[0], reverse=True)
+    if len(relative) > 1:  # the best setting at each relative error, side by side
+        for r in relative:
+            ranked[f"precision_at_recall_relative_{r:g}"] = [
+                t for t in ranked["precision_at_recall"] if float(t[1].get("relative_error", 0)) == r]
     fresh_raw, fresh = ev.trials(amplitudes, args.seed, detrended=False), ev.trials(amplitudes, args.seed)
     ids = [i for p in parts for i in p["ids"]]
     config_detector = {**MATCHED, "significance": float(config.regions.significance),
                        "merge_gap": int(config.regions.merge_gap),
                        "model_error_quantile": float(config.regions.model_error_quantile)}
+    if config.regions.get("relative_error"):
+        config_detector["relative_error"] = float(config.regions.relative_error)
     cv = {"n_held": len(ids), "n_train": [p["n_train"] for p in parts],
           "seed_rule": ev.score(fresh_raw, SEED_DETECTOR, detrended=False), "default": ev.score(fresh, config_detector)}
     for k, ranking in ranked.items():
@@ -191,7 +203,9 @@ def markdown(res: dict, command: str) -> str:
               "|---|" + "---|" * (len(amps) + 1)]
     named = [("seed window rule", cv["seed_rule"], None), ("config detector", cv["default"], None)]
     named += [(f"tuned for {k.split('_', 1)[1]}: {v['params']['significance']:g}σ, gap {v['params']['merge_gap']}, "
-               f"model error q {v['params'].get('model_error_quantile', 0):g}", v["rows"], None)
+               f"model error q {v['params'].get('model_error_quantile', 0):g}"
+               + (f", relative error {v['params']['relative_error']:g}" if v["params"].get("relative_error") else ""),
+               v["rows"], None)
               for k, v in cv.items() if k.startswith("tuned_")]
     for name, rows, _ in named:
         lines.append(f"| {name} | " + " | ".join(_cell(_all(rows, a)) for a in amps)
@@ -215,6 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--amplitudes", default="5,8")
     parser.add_argument("--curve", default="20,40", help="training-set sizes of the learning curve ('' = none)")
     parser.add_argument("--detrend", type=int, default=201)
+    parser.add_argument("--relative", default="0", help="regions.relative_error values added to the tuning grid "
+                        "(comma-separated; with more than one, the best setting at each is reported too)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--cache", default=str(SDSS_CACHE))
