@@ -185,3 +185,27 @@ def test_relative_error_tolerates_a_strong_real_lines_misfit_and_leaves_the_cont
     assert found(0.0) == [True, True] and found(0.3) == [False, True]
     with pytest.raises(InputError, match="relative_error"):
         residuals.preprocess(x, recon, mask, ivar, relative=-0.1)
+
+
+def test_relative_error_reaches_the_analysis_and_the_streaming_scorer(data_dir):
+    # research.load_run and the in-memory analysis detect through find_regions; the sharded run passes
+    # regions_params to preprocess: both must see regions.relative_error
+    from experiments import sdss_cnn_skip
+    from research.analyses.sdss_regions import find_regions
+    from research.stream_run import regions_params
+
+    x, ivar, mask = _real_galaxy(data_dir, "spec-0390-51900-0282.fits")
+    continuum = residuals.running_median(x, mask, 51).astype(np.float32)
+    peak = int(np.argmax(np.where(mask, x - continuum, 0)))
+    recon = continuum.copy()
+    recon[peak - 6:peak + 7] += 0.75 * (x - continuum)[peak - 6:peak + 7]
+    config = sdss_cnn_skip.get_config()
+    config.regions.model_error_quantile = 0.0
+    axis = np.arange(x.size, dtype=np.float64)
+    _, _, iv_off = find_regions(config, x[None], recon[None], mask[None], ivar[None], axis)
+    assert regions_params(config)["relative_error"] == 0.0
+    config.regions.relative_error = 0.3
+    _, _, iv_on = find_regions(config, x[None], recon[None], mask[None], ivar[None], axis)
+    assert regions_params(config)["relative_error"] == 0.3
+    assert iv_on[0, peak] < 0.1 * iv_off[0, peak]
+    assert np.median(iv_on[0, mask] / iv_off[0, mask]) > 0.999

@@ -9,7 +9,9 @@ injected at ``--amplitudes`` into the held-out galaxies, the matched-filter grid
 detrended once, over ``--detrend`` px) tuned on a separate injection seed and scored on a fresh one,
 beside the seed window rule and the config's detector. Then the learning curve: fold 0's held-out
 galaxies reconstructed by models trained on ``--curve`` galaxies (a seeded subset, ``data.n_train``),
-scored at 5 sigma with the fixed detectors.
+scored at 5 sigma with the fixed detectors. ``--relative`` adds ``regions.relative_error`` values to the
+grid (:func:`research.regions.residuals.relative_error`) and, with more than one, reports the best setting
+at each side by side.
 
     python -m research.regions.injection_cv --folds 3 --copies 2 --curve 20,40   # results/sdss_injection_cv.md
 """
