@@ -151,7 +151,8 @@ def regions_params(config) -> dict | None:
     method = check_method(cfg.get("method") or "window")
     return {"method": method, "detrend_width": int(cfg.get("detrend_width") or 0),
             "noise_width": int(cfg.get("noise_width") or 0),
-            "model_error_quantile": float(cfg.get("model_error_quantile") or 0), **params_of(method, cfg)}
+            "model_error_quantile": float(cfg.get("model_error_quantile") or 0),
+            "relative_error": float(cfg.get("relative_error") or 0), **params_of(method, cfg)}
 
 
 def calibrated_model_error(config, ds, rows, trainer, params, rundir) -> np.ndarray:
@@ -242,10 +243,11 @@ def figures(trainer, params, ds, chosen, prepare, thr, rcfg, axis, ids, rundir, 
     paths = []
     params_r = dict(rcfg)
     dw, nw = int(params_r.pop("detrend_width", 0)), int(params_r.pop("noise_width", 0))
-    model_sigma = params_r.pop("model_sigma", None)
+    model_sigma, relative = params_r.pop("model_sigma", None), float(params_r.pop("relative_error", 0))
     cat = {c: ds.column(c) for c in ("class", "z")}
     for rows, recon, score, _ in stream_score.batches(trainer, params, ds.source(chosen), prepare, normalize):
-        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), dw, nw, model_sigma)
+        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), dw, nw, model_sigma,
+                                     relative)
         regions = detect(rows["x"], r_recon, rows.get("mask"), axis, ivar=r_ivar, **params_r)
         for j, i in enumerate(rows["index"]):
             title = (f"{ids[i]}   {cat['class'][i]}   z={float(cat['z'][i]):.4f}   score {score[j]:.4g}"

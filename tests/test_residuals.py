@@ -5,6 +5,7 @@ evaluation's detector dict."""
 import numpy as np
 import pytest
 
+from research.errors import InputError
 from research.regions import injection, residuals
 
 
@@ -151,3 +152,60 @@ def test_model_error_covers_a_misfit_at_fixed_pixels_and_leaves_the_continuum_at
     plain, calibrated = found(ivar), found(residuals.with_model_error(ivar, model_sigma))
     assert covers(plain, line.start, line.stop) and covers(plain, start, end)
     assert not covers(calibrated, line.start, line.stop) and covers(calibrated, start, end)
+
+
+def test_relative_error_tolerates_a_strong_real_lines_misfit_and_leaves_the_continuum(data_dir):
+    # a real emission line (38 sigma above the continuum at pixel ~2350) that the model reproduces at 75% of
+    # its height, as for an emitter stronger than the training galaxies; the model is smooth elsewhere
+    x, ivar, mask = _real_galaxy(data_dir, "spec-0390-51900-0282.fits")
+    continuum = residuals.running_median(x, mask, 51)
+    peak = int(np.argmax(np.where(mask, x - continuum, 0)))
+    assert 2340 <= peak <= 2360 and (x - continuum)[peak] * np.sqrt(ivar[peak]) > 30
+    line = slice(peak - 6, peak + 7)
+    recon = continuum.astype(np.float32)
+    recon[line] += 0.75 * (x - continuum)[line]
+    injected, (start, end, _) = injection.inject_one(x, ivar, mask, "emission", 8.0, np.random.default_rng(4))
+    assert end < peak - 100 or start > peak + 100
+
+    _, iv_off = residuals.preprocess(x, recon, mask, ivar)
+    _, iv_on = residuals.preprocess(x, recon, mask, ivar, relative=0.3)
+    far = mask.copy()
+    far[peak - 60:peak + 60] = False
+    assert np.array_equal(iv_off, ivar)
+    assert np.median(iv_on[far] / ivar[far]) > 0.999  # the continuum keeps its noise
+    chi_off, chi_on = (((x - recon) * np.sqrt(iv))[peak] for iv in (iv_off, iv_on))
+    assert chi_off > 8 and chi_on < 0.5 * chi_off  # the line's residual loses its significance
+
+    def found(relative):
+        detector = {"method": "matched_filter", "significance": 6.0, "merge_gap": 16, "relative_error": relative}
+        regions = injection.detect(injected[None], recon[None], mask[None], ivar[None], detector)
+        spans = list(zip(regions.start.tolist(), regions.end.tolist()))
+        return [any(s < hi and e > lo for s, e in spans) for lo, hi in ((line.start, line.stop), (start, end))]
+
+    assert found(0.0) == [True, True] and found(0.3) == [False, True]
+    with pytest.raises(InputError, match="relative_error"):
+        residuals.preprocess(x, recon, mask, ivar, relative=-0.1)
+
+
+def test_relative_error_reaches_the_analysis_and_the_streaming_scorer(data_dir):
+    # research.load_run and the in-memory analysis detect through find_regions; the sharded run passes
+    # regions_params to preprocess: both must see regions.relative_error
+    from experiments import sdss_cnn_skip
+    from research.analyses.sdss_regions import find_regions
+    from research.stream_run import regions_params
+
+    x, ivar, mask = _real_galaxy(data_dir, "spec-0390-51900-0282.fits")
+    continuum = residuals.running_median(x, mask, 51).astype(np.float32)
+    peak = int(np.argmax(np.where(mask, x - continuum, 0)))
+    recon = continuum.copy()
+    recon[peak - 6:peak + 7] += 0.75 * (x - continuum)[peak - 6:peak + 7]
+    config = sdss_cnn_skip.get_config()
+    config.regions.model_error_quantile = 0.0
+    axis = np.arange(x.size, dtype=np.float64)
+    _, _, iv_off = find_regions(config, x[None], recon[None], mask[None], ivar[None], axis)
+    assert regions_params(config)["relative_error"] == 0.0
+    config.regions.relative_error = 0.3
+    _, _, iv_on = find_regions(config, x[None], recon[None], mask[None], ivar[None], axis)
+    assert regions_params(config)["relative_error"] == 0.3
+    assert iv_on[0, peak] < 0.1 * iv_off[0, peak]
+    assert np.median(iv_on[0, mask] / iv_off[0, mask]) > 0.999

@@ -104,7 +104,8 @@ def find_regions(config, x, recon, mask, ivar, axis, model_sigma=None):
     # baseline-corrected reconstruction (smooth misfit removed), model error and local noise scale (all
     # off at 0); the figures show this reconstruction, the one the detector compares with
     recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
-                             int(cfg.get("noise_width") or 0), model_sigma if cfg.get("model_error_quantile") else None)
+                             int(cfg.get("noise_width") or 0), model_sigma if cfg.get("model_error_quantile") else None,
+                             float(cfg.get("relative_error") or 0.0))
     return detect(x, recon, mask, axis, method=method, ivar=ivar, **params_of(method, cfg)), recon, ivar
 
 

@@ -236,10 +236,12 @@ def detect(x, recon, mask, ivar, detector: dict, axis=None) -> Regions:
     noise_units = uses_ivar(method, params.pop("noise_units", False))
     detrend_width, noise_width = params.pop("detrend_width", 0), params.pop("noise_width", 0)
     params.pop("model_error_width", None)
+    relative = float(params.pop("relative_error", 0) or 0)
     if params.pop("model_error_quantile", 0):
         raise InputError("injection: the model error needs calibration spectra; add it to ivar first "
                          "(research.regions.residuals.model_error, with_model_error)")
-    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0)
+    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0,
+                             relative=relative if noise_units else 0.0)
     return detect_with(x, recon, mask, axis, method=method, ivar=ivar if noise_units else None, **params)
 
 

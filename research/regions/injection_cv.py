@@ -9,7 +9,10 @@ injected at ``--amplitudes`` into the held-out galaxies, the matched-filter grid
 detrended once, over ``--detrend`` px) tuned on a separate injection seed and scored on a fresh one,
 beside the seed window rule and the config's detector. Then the learning curve: fold 0's held-out
 galaxies reconstructed by models trained on ``--curve`` galaxies (a seeded subset, ``data.n_train``),
-scored at 5 sigma with the fixed detectors.
+scored at 5 sigma with the fixed detectors. ``--relative`` adds ``regions.relative_error`` values to the
+grid (:func:`research.regions.residuals.relative_error`), ``--noise-width`` ``regions.noise_width`` values
+(:func:`research.regions.residuals.noise_scale`), and with more than one of either, the best setting at
+each is reported side by side.
 
     python -m research.regions.injection_cv --folds 3 --copies 2 --curve 20,40   # results/sdss_injection_cv.md
 """
@@ -35,6 +38,17 @@ MATCHED = {"method": "matched_filter", "scales": (4, 8, 16, 32, 64), "overall_an
 # fold's training galaxies, 0 = off
 GRID = [{**MATCHED, "significance": s, "merge_gap": g, "model_error_quantile": q}
         for q in (0.0, 0.5, 0.75, 0.9) for s in (5.0, 6.0, 8.0, 10.0) for g in (16, 32)]
+
+
+def grid(relative_errors=(0.0,), noise_widths=(0,)) -> list[dict]:
+    """:data:`GRID` with each ``regions.relative_error`` of ``--relative`` and each ``regions.noise_width`` of
+    ``--noise-width`` (0, 0 = the grid as it is)."""
+    return [{**d, **({"relative_error": r} if r else {}), **({"noise_width": w} if w else {})}
+            for r in relative_errors for w in noise_widths for d in GRID]
+
+
+def _variant(d) -> tuple:
+    return float(d.get("relative_error", 0)), int(d.get("noise_width", 0))
 
 
 def log(msg):
@@ -121,16 +135,27 @@ def run(args) -> dict:
     error_width = int(config.regions.model_error_width)
     ev = Evaluation(parts, args.copies, args.detrend, error_width)
     tune = ev.trials([5.0], args.tune_seed)
-    scored = [(ev.score(tune, d), d) for d in GRID]
+    relative = [float(v) for v in args.relative.split(",") if v]
+    widths = [int(v) for v in args.noise_width.split(",") if v]
+    scored = [(ev.score(tune, d), d) for d in grid(relative, widths)]
     ranked = {k: sorted(((select(rows, 5.0, k), d) for rows, d in scored), key=lambda t: t[0], reverse=True)
               for k in ("precision", "precision_new")}
     ranked["precision_at_recall"] = sorted(((recall_first(rows, 5.0), d) for rows, d in scored),
                                            key=lambda t: t[0], reverse=True)
+    if len(relative) * len(widths) > 1:  # the best setting at each relative error and noise width, side by side
+        for r in relative:
+            for w in widths:
+                ranked[f"precision_at_recall_relative_{r:g}_noise_width_{w}"] = [
+                    t for t in ranked["precision_at_recall"] if _variant(t[1]) == (r, w)]
     fresh_raw, fresh = ev.trials(amplitudes, args.seed, detrended=False), ev.trials(amplitudes, args.seed)
     ids = [i for p in parts for i in p["ids"]]
     config_detector = {**MATCHED, "significance": float(config.regions.significance),
                        "merge_gap": int(config.regions.merge_gap),
                        "model_error_quantile": float(config.regions.model_error_quantile)}
+    if config.regions.get("relative_error"):
+        config_detector["relative_error"] = float(config.regions.relative_error)
+    if config.regions.get("noise_width"):
+        config_detector["noise_width"] = int(config.regions.noise_width)
     cv = {"n_held": len(ids), "n_train": [p["n_train"] for p in parts],
           "seed_rule": ev.score(fresh_raw, SEED_DETECTOR, detrended=False), "default": ev.score(fresh, config_detector)}
     for k, ranking in ranked.items():
@@ -191,7 +216,10 @@ def markdown(res: dict, command: str) -> str:
               "|---|" + "---|" * (len(amps) + 1)]
     named = [("seed window rule", cv["seed_rule"], None), ("config detector", cv["default"], None)]
     named += [(f"tuned for {k.split('_', 1)[1]}: {v['params']['significance']:g}σ, gap {v['params']['merge_gap']}, "
-               f"model error q {v['params'].get('model_error_quantile', 0):g}", v["rows"], None)
+               f"model error q {v['params'].get('model_error_quantile', 0):g}"
+               + (f", relative error {v['params']['relative_error']:g}" if v["params"].get("relative_error") else "")
+               + (f", noise width {v['params']['noise_width']}" if v["params"].get("noise_width") else ""),
+               v["rows"], None)
               for k, v in cv.items() if k.startswith("tuned_")]
     for name, rows, _ in named:
         lines.append(f"| {name} | " + " | ".join(_cell(_all(rows, a)) for a in amps)
@@ -215,6 +243,10 @@ def main(argv=None) -> int:
     parser.add_argument("--amplitudes", default="5,8")
     parser.add_argument("--curve", default="20,40", help="training-set sizes of the learning curve ('' = none)")
     parser.add_argument("--detrend", type=int, default=201)
+    parser.add_argument("--relative", default="0", help="regions.relative_error values added to the tuning grid "
+                        "(comma-separated; with more than one, the best setting at each is reported too)")
+    parser.add_argument("--noise-width", default="0", help="regions.noise_width values (px, the local robust noise "
+                        "scale; 0 = off) added to the tuning grid, as --relative")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--cache", default=str(SDSS_CACHE))

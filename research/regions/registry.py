@@ -53,6 +53,8 @@ PREPROCESS = {  # key -> (default, comment)
     "model_error_quantile": (0.0, "the model's error per pixel, this quantile over the training spectra's "
                                   "residuals beyond their noise, added to the noise (sigma units); 0 = off"),
     "model_error_width": (5, "running maximum (px) of that model error"),
+    "relative_error": (0.0, "f: (f x the reconstruction's line excess over its 51 px running median)^2 added "
+                            "to the noise variance (strong lines tolerate a larger misfit); 0 = off"),
 }
 
 

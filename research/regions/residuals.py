@@ -17,6 +17,13 @@ so does the misfit of a model that reproduces them only on average; adding this 
 (:func:`preprocess`, ``model_sigma``) keeps a held-out galaxy's own lines from counting as significant
 there, and leaves the continuum (where an injected or real feature may land anywhere) at the noise.
 
+:func:`relative_error` is an error proportional to the reconstruction's own line excess: a galaxy whose
+lines are far stronger than the training galaxies' (an extreme emitter) is misfitted there by an amount
+that grows with the line, which a per-pixel quantile over typical galaxies does not cover.
+``relative_error = f`` adds ``(f * |recon - running_median(recon)|)^2`` to the noise variance
+(:func:`preprocess`): the continuum (no excess) keeps its noise, a strong line tolerates a residual of
+``f`` times its height.
+
 Masked pixels (``mask`` False, non-finite values, or ``ivar <= 0``) are ignored: the running
 statistics are taken over the usable pixels only (the window counts usable pixels), and masked
 pixels get the value interpolated from their usable neighbours.
@@ -121,15 +128,33 @@ def with_model_error(ivar, model_sigma) -> np.ndarray:
     return np.where(good, 1 / (1 / np.where(good, ivar, 1.0) + np.asarray(model_sigma) ** 2), 0.0).astype(ivar.dtype)
 
 
+CONTINUUM_WIDTH = 51  # px: running median of the reconstruction taken as its continuum (lines are < ~10 px)
+
+
+def relative_error(recon, mask=None, fraction: float = 0.0, width: int = CONTINUUM_WIDTH) -> np.ndarray:
+    """``fraction * |recon - running_median(recon, width)|`` (flux units, shape of ``recon``): an error
+    proportional to the reconstruction's line excess over its own continuum (0 on the continuum)."""
+    recon = np.asarray(recon, np.float64)
+    good = np.isfinite(recon) if mask is None else np.asarray(mask, bool) & np.isfinite(recon)
+    values = np.where(good, recon, 0.0)
+    return float(fraction) * np.abs(values - running_median(values, good, width))
+
+
 def preprocess(original, recon, mask=None, ivar=None, detrend_width: int | None = 0,
-               noise_width: int | None = 0, model_sigma=None) -> tuple[np.ndarray, np.ndarray | None]:
+               noise_width: int | None = 0, model_sigma=None,
+               relative: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
     """``(recon', ivar')`` for a region detector: the detrended reconstruction
     (``detrend_width``; 0 = off), ``ivar`` with the model error ``model_sigma`` (:func:`model_error`; None = off)
-    added to the noise, then divided by the squared local :func:`noise_scale` of the detrended residual
+    and the :func:`relative_error` of the detrended reconstruction (``relative``; 0 = off) added to the
+    noise, then divided by the squared local :func:`noise_scale` of the detrended residual
     (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
     recon = detrend(original, recon, mask, detrend_width, ivar)
     if model_sigma is not None and ivar is not None:
         ivar = with_model_error(ivar, model_sigma)
+    if relative and ivar is not None:
+        if relative < 0:
+            raise InputError(f"config key regions.relative_error: must be >= 0, got {relative}")
+        ivar = with_model_error(ivar, relative_error(recon, mask, relative))
     if noise_width and ivar is not None:
         scale = noise_scale(original, recon, ivar, mask, noise_width)
         ivar = (np.asarray(ivar, np.float64) / scale ** 2).astype(np.asarray(ivar).dtype)
