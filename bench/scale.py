@@ -458,7 +458,13 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
         for r in workers["rows"]:
             out.append(f"| {r['workers']} | {r['seconds']:.1f} | {r['items_per_s']:.0f} | {r['speedup']:.2f}× | "
                        f"{r['cpu_seconds']:.0f} | {r['peak_rss_mib']:.0f} |")
-        out += [""]
+        counts = sorted({r["workers"] for r in workers["rows"]})
+        medians = {w: statistics.median(r["items_per_s"] for r in workers["rows"] if r["workers"] == w) for w in counts}
+        per_core = medians[counts[0]] / counts[0]
+        out += ["", "Median files/s per worker count: " + ", ".join(
+            f"{w}: {medians[w]:.0f} ({medians[w] / medians[counts[0]]:.2f}×)" for w in counts)
+            + f". Per core: {per_core:.0f} files/s with {counts[0]} worker(s); target ≥ 20 files/s per core: "
+            + ("**met**" if per_core >= 20 else "**not met**") + ".", ""]
     if not workers_runs:
         out += ["**Ingestion against `--workers`**: not measured here (2 shared, busy cores). On a machine with idle "
                 "cores: `python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra "
