@@ -293,14 +293,17 @@ def mode_sizes(args) -> None:
         sset = scale_set(args, n)
         row = {"n": n}
         rows.append(row)
-        if n <= args.ingest_max:
+        if n <= args.ingest_max and "ingest" in args.stages:
             row["ingest"] = run_stage("ingest", "--n", n, "--out", pathlib.Path(args.work) / f"ing_{n}",
                                       "--workers", 1, *[a for f in args.fits for a in ("--fits", f)])
             keep()
-        row["train_stream"] = run_stage("train", "--shards", sset, "--steps", args.steps, *common)
-        keep()
-        row["score"] = run_stage("score", "--shards", sset, "--out", pathlib.Path(args.work) / f"score_{n}", *common)
-        keep()
+        if "train" in args.stages:
+            row["train_stream"] = run_stage("train", "--shards", sset, "--steps", args.steps, *common)
+            keep()
+        if "score" in args.stages:
+            row["score"] = run_stage("score", "--shards", sset, "--out", pathlib.Path(args.work) / f"score_{n}",
+                                     *common)
+            keep()
 
 
 def mode_compare(args) -> None:
@@ -516,6 +519,8 @@ def main() -> None:
     s.add_argument("--steps", type=int, default=64, help="streamed training steps timed at every N")
     s.add_argument("--ingest-max", type=int, default=10000, help="largest N also ingested from FITS links")
     s.add_argument("--merge", action="store_true", help="keep the rows of other N from the existing result file")
+    s.add_argument("--stages", nargs="+", choices=("ingest", "train", "score"), default=["ingest", "train", "score"],
+                   help="stages measured at these N (e.g. only train at N = 10^6, where scoring takes an hour)")
     s = sub.add_parser("compare", help="steps/s of in-memory and streamed epochs, alternating in one process")
     common(s, [10000])
     s.add_argument("--epochs", type=int, default=3, help="timed epochs of each (after one warm-up epoch)")
