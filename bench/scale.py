@@ -105,7 +105,7 @@ def make_scale_set(base_dir: pathlib.Path, out: pathlib.Path, n: int, seed: int 
         ivar = np.where(mask, ivar, 0).astype(np.float32)
         row = {c: cat[c][b] for c in sdss_shards.COLUMNS}
         row.update(id=f"{cat['id'][b]}-s{i}", z=(1 + float(cat["z"][b])) * 10 ** (shift * 1e-4) - 1, file_index=i)
-        writer.add(flux, ivar, mask, row)
+        writer.add(flux, ivar, mask, row=row)
     writer.close()
     (out / "task-00000-of-00001.json").write_text(json.dumps({
         "task": 0, "num_tasks": 1, "n_files": n, "n_ingested": n, "n_skipped": 0, "skipped": [],

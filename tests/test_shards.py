@@ -160,3 +160,26 @@ def test_both_folders_through_the_cli_equal_the_npz_ingestion(data_dir, tmp_path
     back = ds.read()
     for k in ("flux", "ivar", "mask"):
         assert np.array_equal(back[k], arrays[k]), k
+
+
+def test_the_benchmark_scale_set_is_rolled_noisy_copies_of_the_real_spectra(one_task, tmp_path):
+    """bench.scale's N-spectrum set (BENCHMARKS section 7): record i is real spectrum i mod n, rolled,
+    the rolled-in pixels masked, fresh noise within the ivar, written through the shard writer."""
+    from bench.scale import make_scale_set
+
+    _, base = one_task
+    make_scale_set(base.folder, tmp_path / "set", 60, shard_size=16)
+    got, real = shards.Shards(tmp_path / "set"), base.read()
+    out = got.read()
+    assert len(got) == 60 and got.n_pixels == base.n_pixels
+    ids = got.column("id").tolist()
+    assert len(set(ids)) == 60 and ids[47] == f"{base.column('id')[1]}-s47"
+    for i in (0, 47, 59):
+        b = i % len(real["flux"])
+        good = out["mask"][i].astype(bool)
+        shift = next(s for s in range(-20, 21) if np.array_equal(good, np.roll(real["mask"][b], s) & good)
+                     and np.allclose(out["ivar"][i][good], np.roll(real["ivar"][b], s)[good]))
+        assert np.array_equal(out["ivar"][i][good], np.roll(real["ivar"][b], shift)[good])
+        z = (out["flux"][i] - np.roll(real["flux"][b], shift))[good] * np.sqrt(out["ivar"][i][good])
+        assert 0.8 < np.std(z) < 1.2  # noise of the spectrum's own sigma
+        assert not out["flux"][i][~good].any() and not out["ivar"][i][~good].any()
