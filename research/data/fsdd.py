@@ -80,6 +80,20 @@ def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -
     return (binned / peak if peak > 0 else binned), peak
 
 
+def spectrum_or_skip(path, n_fft: int, n_bins: int, skipped: list, sample_rate: int = SAMPLE_RATE):
+    """The recording's :func:`amplitude_spectrum`, or None with the reason added to ``skipped`` (an unreadable,
+    truncated or silent file is reported, never scored)."""
+    try:
+        spectrum, peak = amplitude_spectrum(read_wav(path, sample_rate), n_fft, n_bins)
+    except InputError as exc:
+        skipped.append(str(exc))
+        return None
+    if peak == 0:
+        skipped.append(f"{path}: silent recording")
+        return None
+    return spectrum
+
+
 def frequencies(n_fft: int = 8192, n_bins: int = 512, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Centre frequency (Hz) of each bin of :func:`amplitude_spectrum`."""
     check_bins(n_fft, n_bins)
@@ -171,13 +185,8 @@ def load(cfg) -> Dataset:
             target = test
         else:
             continue
-        try:
-            spectrum, peak = amplitude_spectrum(read_wav(path), n_fft, n_bins)
-        except InputError as exc:
-            skipped.append(str(exc))
-            continue
-        if peak == 0:
-            skipped.append(f"{path}: silent recording")
+        spectrum = spectrum_or_skip(path, n_fft, n_bins, skipped)
+        if spectrum is None:
             continue
         target.append((path.stem, int(d != digit), spectrum))
         files[path.stem] = str(path)

@@ -23,7 +23,7 @@ from ml_collections.config_dict import placeholder
 
 from research.config import with_defaults
 from research.data import Dataset
-from research.data.fsdd import SAMPLE_RATE, amplitude_spectrum, check_bins, frequencies, read_wav
+from research.data.fsdd import SAMPLE_RATE, check_bins, frequencies, spectrum_or_skip
 from research.data.sources import describe, expand
 from research.errors import InputError
 
@@ -63,13 +63,8 @@ def read_folder(value, cfg, key: str, log=print) -> tuple[list[dict], list[str]]
         if m is None or m["label"] is None:
             skipped.append(f"{path}: name does not match data.pattern {rx.pattern!r}")
             continue
-        try:
-            spectrum, peak = amplitude_spectrum(read_wav(path, rate), n_fft, n_bins)
-        except InputError as exc:
-            skipped.append(str(exc))
-            continue
-        if peak == 0:
-            skipped.append(f"{path}: silent recording")
+        spectrum = spectrum_or_skip(path, n_fft, n_bins, skipped, rate)
+        if spectrum is None:
             continue
         records.append({"id": path.stem, "file": str(path), "label": m["label"],
                         "group": m.groupdict().get("group"), "x": spectrum.astype(np.float32)})
