@@ -276,11 +276,12 @@ def save(name: str, result: dict, path=None) -> None:
 
 # ---- modes ---------------------------------------------------------------------------------------
 def mode_sizes(args) -> None:
-    rows, earlier = [], []
+    rows, earlier, before = [], [], {}
     path = pathlib.Path(args.json) if args.json else RESULTS / "scale.json"
-    if args.merge and path.is_file():  # keep the other N of an earlier run
+    if args.merge and path.is_file():  # keep the other N, and the other stages of these N, of an earlier run
         old = json.loads(path.read_text())
         rows = [r for r in old["rows"] if r["n"] not in args.n]
+        before = {r["n"]: r for r in old["rows"] if r["n"] in args.n}
         earlier = old.get("earlier_runs", []) + [old["meta"]]
     common = ["--batch", args.batch, "--chunk", args.chunk, *[a for s in args.set for a in ("--set", s)]]
 
@@ -291,7 +292,7 @@ def mode_sizes(args) -> None:
 
     for n in args.n:
         sset = scale_set(args, n)
-        row = {"n": n}
+        row = dict(before.get(n, {"n": n}))
         rows.append(row)
         if n <= args.ingest_max and "ingest" in args.stages:
             row["ingest"] = run_stage("ingest", "--n", n, "--out", pathlib.Path(args.work) / f"ing_{n}",
