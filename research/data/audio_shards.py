@@ -23,6 +23,7 @@ CLI (``python -m data_prep.audio --format shards ...``)::
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import re
 
@@ -58,14 +59,9 @@ def recording_spectrum(path, *, pattern: str, n_fft: int, n_bins: int, sample_ra
     return spectrum.astype(np.float32), {"id": path.stem, "file": str(path), **m.groupdict()}
 
 
-def read_recording(job):
-    """Worker: one file -> ('ok', [((x,), row)]) or ('skip', reason). Module level so it pickles."""
-    (_, path), options = job
-    try:
-        x, row = recording_spectrum(path, **options)
-    except InputError as exc:
-        return "skip", str(exc)
-    return "ok", [((x,), row)]
+def recording_records(path, **options) -> list:
+    x, row = recording_spectrum(path, **options)
+    return [((x,), row)]
 
 
 def ingest_task(inputs, out_dir, *, pattern: str = FSDD_PATTERN, n_fft: int = 8192, n_bins: int = 512,
@@ -82,7 +78,7 @@ def ingest_task(inputs, out_dir, *, pattern: str = FSDD_PATTERN, n_fft: int = 81
     options = {"pattern": pattern, "n_fft": n_fft, "n_bins": n_bins, "sample_rate": sample_rate}
     grid = {"n_pixels": n_bins, "axis": frequencies(n_fft, n_bins, sample_rate).tolist(),
             "axis_label": "frequency (Hz)"}
-    return shards.ingest_files(files, out_dir, read_recording, options, grid=grid, options=options, dataset="audio",
+    return shards.ingest_files(files, out_dir, functools.partial(shards.read_or_skip, recording_records), options, grid=grid, options=options, dataset="audio",
                                columns=("id", "file") + groups, layout="x", task=task, num_tasks=num_tasks,
                                workers=workers, shard_size=shard_size, log=log)
 

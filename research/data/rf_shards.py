@@ -25,6 +25,7 @@ CLI (``python -m data_prep.rf --format shards ...``)::
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import sys
 
@@ -61,14 +62,9 @@ def capture_frames(path, *, frame_length: int, hop: int, window: str, db: bool, 
     return x, rows
 
 
-def read_capture(job):
-    """Worker: one capture -> ('ok', [((x,), row), ...]) or ('skip', reason). Module level so it pickles."""
-    (_, path), options = job
-    try:
-        x, rows = capture_frames(path, **options)
-    except InputError as exc:
-        return "skip", str(exc)
-    return "ok", [((x[i],), row) for i, row in enumerate(rows)]
+def capture_records(path, **options) -> list:
+    x, rows = capture_frames(path, **options)
+    return [((x[i],), row) for i, row in enumerate(rows)]
 
 
 def ingest_task(inputs, out_dir, *, frame_length: int = 256, hop: int = 128, window: str = "hann", db: bool = True,
@@ -85,7 +81,7 @@ def ingest_task(inputs, out_dir, *, frame_length: int = 256, hop: int = 128, win
     grid = {"n_pixels": options["frame_length"], "sample_rate": float(sample_rate),
             "axis": (frequency_axis(options["frame_length"], float(sample_rate)) / 1e3).tolist(),
             "axis_label": f"frequency offset (kHz at an assumed {float(sample_rate) / 1e6:g} MS/s)"}
-    return shards.ingest_files(files, out_dir, read_capture, options, grid=grid, options=options, dataset="rf",
+    return shards.ingest_files(files, out_dir, functools.partial(shards.read_or_skip, capture_records), options, grid=grid, options=options, dataset="rf",
                                columns=COLUMNS, column_types=COLUMN_TYPES, layout="x", task=task,
                                num_tasks=num_tasks, workers=workers, shard_size=shard_size, log=log)
 

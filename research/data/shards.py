@@ -184,6 +184,17 @@ def run_task(args, ingest: Callable[[Callable | None], dict], summary: Callable[
     return 0
 
 
+def read_or_skip(records: Callable, job) -> tuple[str, object]:
+    """Worker of :func:`ingest_files`: ``records(path, **options)`` (a file's list of ``(arrays, row)``) as
+    ``('ok', records)``, or ``('skip', reason)`` on an InputError. Bind ``records`` with functools.partial on a
+    module-level function, so the worker pickles."""
+    (_, path), options = job
+    try:
+        return "ok", records(path, **options)
+    except InputError as exc:
+        return "skip", str(exc)
+
+
 def task_files(folder) -> list[pathlib.Path]:
     return sorted(pathlib.Path(folder).glob("task-*-of-*.json"))
 
