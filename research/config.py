@@ -67,6 +67,10 @@ def base_config(data: str | None = None, model: str | None = None, analyses=()) 
     c.train.input_noise = 0.0  # std of Gaussian noise added to training inputs (denoising AE)
     c.train.max_shift = 0  # augmentation: roll each 1-D training sample by up to this many positions
     c.train.mixup = 0.0  # augmentation: alpha of Beta(alpha, alpha) mixing pairs of training samples; 0 = off
+    # augmentation for 1-D spectra: lines (excess over a line_width-px running median) scaled by factors in
+    # [1/line_scale, line_scale], drawn at each end and log-linear between (research.training.line_scaled); 0 = off
+    c.train.line_scale = 0.0
+    c.train.line_width = 51
     c.train.eval_batch_size = 1024  # rows per chunk when predicting
     c.train.checkpoint_every = 10  # epochs; 0 = only at the end
     c.train.steps_per_call = 0  # steps per compiled call (a stop request is seen between calls); 0 = a whole epoch
@@ -134,6 +138,8 @@ BOUNDS: dict[str, str] = {
     "train.input_noise": ">= 0",
     "train.max_shift": ">= 0",
     "train.mixup": ">= 0",
+    "train.line_scale": ">= 0",
+    "train.line_width": ">= 3",
     "train.eval_batch_size": ">= 1",
     "train.checkpoint_every": ">= 0",
     "train.steps_per_call": ">= 0",

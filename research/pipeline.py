@@ -79,9 +79,15 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def resume_changes(old: dict, new: dict) -> tuple[dict, list[str]]:
-    """Keys whose value differs between the run's ``config.json`` and this config: ``(allowed, refused)``."""
+    """Keys whose value differs between the run's ``config.json`` and this config: ``(allowed, refused)``.
+    A key the run's config lacks is no change while this config leaves it at its base default (a run
+    made before the key existed behaved as the default does)."""
+    from research.config import base_config
+
     a, b = _flat(old), _flat(json.loads(json.dumps(new)))
-    changed = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    base = _flat(json.loads(json.dumps(base_config().to_dict())))
+    changed = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+               and not (k not in a and k in base and b.get(k) == base[k])}
     decaying = b.get("train.schedule", "constant") != "constant"
     refused = [k for k in changed if not k.startswith(RESUMABLE) or (k == "train.epochs" and decaying)]
     allowed = {k: v for k, v in changed.items() if k not in refused and not k.startswith("run.")}

@@ -408,3 +408,15 @@ def test_a_needed_capture_that_was_skipped_names_the_real_cause(data_dir, tmp_pa
     size = ask.stat().st_size
     assert str(exc.value) == (f"{ask}: {size} bytes is not a whole number of float32 values "
                               "(a capture that config key data.normal_devices/anomaly_devices needs)")
+
+
+def test_a_key_newer_than_the_run_is_no_change_at_its_default_and_refused_otherwise():
+    from research.config import base_config
+    from research.pipeline import resume_changes
+
+    new = base_config("ecg5000", "dense").to_dict()
+    old = json.loads(json.dumps(new))
+    del old["train"]["line_scale"], old["train"]["line_width"]  # a run made before the keys existed
+    assert resume_changes(old, new) == ({}, [])
+    new["train"]["line_scale"] = 4.0
+    assert resume_changes(old, new)[1] == ["train.line_scale"]

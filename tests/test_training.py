@@ -212,3 +212,43 @@ def test_mixup_mixes_pairs_of_samples_with_their_masks_and_weights(ecg_normals):
     history = []
     fit(trainer, trainer.init([0], x.shape[1:]), data, data, 40, on_epoch=lambda s, m: history.append(m["val_loss"][0]))
     assert history[-1] < 0.7 * history[0]
+
+
+@pytest.mark.data("sdss")
+def test_line_scaling_multiplies_only_a_real_galaxys_lines_by_a_log_linear_factor(sdss_galaxies):
+    from research.training import line_scaled
+
+    x, ivar, mask = sdss_galaxies
+    weights = np.where(mask, ivar / np.median(ivar[mask]), 0).astype(np.float32)
+    batch = {"x": x, "mask": mask, "weights": weights}
+    out = {k: np.asarray(v) for k, v in jax.jit(lambda b, k: line_scaled(b, k, 4.0, 51))(batch, jax.random.key(3)).items()}
+    again = jax.jit(lambda b, k: line_scaled(b, k, 4.0, 51))(batch, jax.random.key(3))
+    assert np.array_equal(out["x"], np.asarray(again["x"]))  # a function of the key
+    for i in range(len(x)):
+        changed = out["x"][i] != x[i]
+        # lines, not the continuum: a few per cent of the pixels, the brightest emission pixel among them
+        assert 0.001 < changed.mean() < 0.1, changed.mean()
+        assert changed[np.argmax(np.where(mask[i], x[i] * np.sqrt(weights[i]), -np.inf))]
+        assert np.array_equal(out["weights"][i][~changed], weights[i][~changed])
+        # the factor, from the weights (divided by its square), is log-linear in the pixel and within [1/4, 4]
+        px = np.flatnonzero(changed & (weights[i] > 0))
+        log_s = 0.5 * np.log(weights[i][px] / out["weights"][i][px])
+        fit = np.polyval(np.polyfit(px, log_s, 1), px)
+        assert np.abs(fit - log_s).max() < 1e-3 and np.abs(log_s).max() <= np.log(4.0) + 1e-5
+        # the flux moves by (factor - 1) times the line: away from the continuum when the factor is > 1,
+        # towards it when it is < 1
+        padded = np.pad(np.where(mask[i], x[i], np.nan), 25, mode="edge")
+        continuum = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, 51), axis=1)
+        far = np.abs(log_s) > 0.1
+        moved = np.sign(out["x"][i][px[far]] - x[i][px[far]])
+        assert far.sum() >= 5 and np.mean(moved == np.sign(x[i][px[far]] - continuum[px[far]]) * np.sign(log_s[far])) > 0.95
+    identity = line_scaled(batch, jax.random.key(3), 1.0, 51)
+    assert np.array_equal(np.asarray(identity["x"]), x)
+
+
+def test_line_scale_below_one_is_a_one_line_config_error():
+    from research.training import check_options
+
+    with pytest.raises(InputError, match="train.line_scale"):
+        check_options("mse", 0, 0.0, line_scale=0.5)
+    check_options("mse", 0, 0.0, line_scale=0.0)

@@ -74,6 +74,9 @@ def run_name(config) -> str:
     described = {k: config[k].to_dict() for k in ("data", "model", "train")}
     for key in ("checkpoint_every", "steps_per_call", "eval_batch_size", "use_best"):
         described["train"].pop(key, None)  # research.pipeline.RESUMABLE: a resume may change them
+    if not described["train"].get("line_scale"):  # off: the run is the one trained before the key existed
+        for key in ("line_scale", "line_width"):
+            described["train"].pop(key, None)
     return "injection_" + hashlib.sha1(json.dumps([described, config.seed], sort_keys=True, default=str)
                                        .encode()).hexdigest()[:12]
 
@@ -126,7 +129,7 @@ def held_out_part(config, fold, args) -> dict:
     x = ds.test["x"][normal]
     # the training and validation galaxies as the model reconstructs them: calibration of the model error
     calibration = {k: np.concatenate([ds.train[k], ds.val[k]]) for k in ("x", "ivar", "mask")}
-    return {"x": x, "ivar": ds.test["ivar"][normal], "mask": ds.test["mask"][normal], "ids": ids,
+    return {"x": x, "ivar": ds.test["ivar"][normal], "mask": ds.test["mask"][normal], "ids": ids, "axis": ds.axis,
             "n_train": len(ds.train["x"]), "reconstruct": reconstruct, "recon": reconstruct(x),
             "calibration": {**calibration, "recon": reconstruct(calibration["x"])}}
 
