@@ -152,7 +152,9 @@ def regions_params(config) -> dict | None:
     return {"method": method, "detrend_width": int(cfg.get("detrend_width") or 0),
             "noise_width": int(cfg.get("noise_width") or 0),
             "model_error_quantile": float(cfg.get("model_error_quantile") or 0),
-            "relative_error": float(cfg.get("relative_error") or 0), **params_of(method, cfg)}
+            "relative_error": float(cfg.get("relative_error") or 0),
+            "line_tolerance": float(cfg.get("line_tolerance") or 0),
+            "line_halfwidth": float(cfg.get("line_halfwidth") or 6.0), **params_of(method, cfg)}
 
 
 def calibrated_model_error(config, ds, rows, trainer, params, rundir) -> np.ndarray:
@@ -238,16 +240,13 @@ def figures(trainer, params, ds, chosen, prepare, thr, rcfg, axis, ids, rundir, 
     """Figures of the chosen catalogue rows only (top scores and the seeded sample): one more small pass."""
     from research.regions import detect
     from research.regions.plots import plot_spectrum
-    from research.regions.residuals import preprocess
+    from research.regions.residuals import preprocess, split_settings
 
     paths = []
-    params_r = dict(rcfg)
-    dw, nw = int(params_r.pop("detrend_width", 0)), int(params_r.pop("noise_width", 0))
-    model_sigma, relative = params_r.pop("model_sigma", None), float(params_r.pop("relative_error", 0))
+    pre, params_r = split_settings(rcfg)
     cat = {c: ds.column(c) for c in ("class", "z")}
     for rows, recon, score, _ in stream_score.batches(trainer, params, ds.source(chosen), prepare, normalize):
-        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), dw, nw, model_sigma,
-                                     relative)
+        r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), axis=axis, **pre)
         regions = detect(rows["x"], r_recon, rows.get("mask"), axis, ivar=r_ivar, **params_r)
         for j, i in enumerate(rows["index"]):
             title = (f"{ids[i]}   {cat['class'][i]}   z={float(cat['z'][i]):.4f}   score {score[j]:.4g}"

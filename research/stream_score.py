@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from research import scoring
 from research.data import stream
 from research.regions import detect
-from research.regions.residuals import preprocess
+from research.regions.residuals import preprocess, split_settings
 from research.streaming import eval_pieces, pad_batch
 
 
@@ -127,7 +127,7 @@ def score_split(trainer, params, source, prepare, out_dir, *, threshold: float, 
 
     ``ids``/``labels`` are indexed by catalogue row. Counts are this process's rows.
     ``regions_cfg``: the detector's keyword arguments (with ``method``, the residual preprocessing and
-    ``model_sigma``, ``relative_error``), or None for no regions."""
+    ``model_sigma``: :func:`research.regions.residuals.split_settings`), or None for no regions."""
     scores = PartWriter(out_dir, "scores", part_rows)
     region_parts = PartWriter(out_dir, "regions", part_rows)
     n = n_flag = n_regions = n_region_flag = 0
@@ -139,10 +139,8 @@ def score_split(trainer, params, source, prepare, out_dir, *, threshold: float, 
             cols["label"] = np.asarray(labels)[index]
         regions = None
         if regions_cfg is not None:
-            params = dict(regions_cfg)
-            r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"),
-                                         int(params.pop("detrend_width", 0)), int(params.pop("noise_width", 0)),
-                                         params.pop("model_sigma", None), float(params.pop("relative_error", 0)))
+            pre, params = split_settings(regions_cfg)
+            r_recon, r_ivar = preprocess(rows["x"], recon, rows.get("mask"), rows.get("ivar"), axis=axis, **pre)
             regions = detect(rows["x"], r_recon, rows.get("mask"), axis, ivar=r_ivar, **params)
             cols["region_score"], cols["region_flag"] = regions.scores, regions.flags.astype(np.int32)
             cols["n_regions"] = np.bincount(regions.spectrum, minlength=len(index)).astype(np.int32)

@@ -159,8 +159,9 @@ TUNED = ["--config.regions.window_size=10", "--config.regions.percentile_thresho
 @pytest.mark.parametrize("variant, overrides, detector", [
     (":seed", [], {"window_size": 50, "range_mismatch_factor": 1.5, "noise_units": False, "rel_threshold": None}),
     (":seed", TUNED, {"window_size": 10, "range_mismatch_factor": None, "noise_units": True, "rel_threshold": 0.0}),
-    ("", [], {"method": "matched_filter", "significance": 8.0, "merge_gap": 32, "noise_units": True}),
-    ("", ["--config.regions.model_error_quantile=0.0"], {"method": "matched_filter", "significance": 8.0}),
+    ("", [], {"method": "matched_filter", "significance": 5.5, "merge_gap": 96, "local_scale_block": 4096,
+              "noise_units": True}),
+    ("", ["--config.regions.model_error_quantile=0.0"], {"method": "matched_filter", "significance": 5.5}),
 ], ids=["seed", "tuned", "matched_filter", "no_model_error"])
 def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, variant, overrides, detector):
     import json
@@ -181,6 +182,7 @@ def test_sdss_experiment_smoke_end_to_end(data_dir, tmp_path, variant, overrides
     assert meta["detrend_width"] == (201 if overrides or not variant else 0)
     assert summary["n_flagged"] == len(meta["flagged"])
     assert meta["model_error_quantile"] == (0.0 if variant or overrides else 0.75)
+    assert meta["line_tolerance"] == (0.0 if variant else 0.7)
     for entry in meta["flagged"]:
         assert {"id", "plate", "mjd", "fiberid", "class", "z", "regions"} <= set(entry)
         for region in entry["regions"]:  # named by the nearest line (the observed frame needs the redshift)

@@ -209,3 +209,65 @@ def test_relative_error_reaches_the_analysis_and_the_streaming_scorer(data_dir):
     assert regions_params(config)["relative_error"] == 0.3
     assert iv_on[0, peak] < 0.1 * iv_off[0, peak]
     assert np.median(iv_on[0, mask] / iv_off[0, mask]) > 0.999
+
+
+def test_line_tolerance_forgives_a_real_galaxys_undrawn_line_and_not_a_feature_off_the_lines(data_dir):
+    # Hα of a real galaxy (38 sigma) that the model does not draw at all, as for an extreme emitter; an
+    # emission feature injected 100+ px from any line must still be found
+    from research.data import sdss_fits as sdss
+    from research.regions import lines
+
+    x, ivar, mask = _real_galaxy(data_dir, "spec-0390-51900-0282.fits")
+    z = sdss.read_spectrum(data_dir / "sdss" / "spec-0390-51900-0282.fits").meta["z"]
+    rest = 10 ** sdss.make_grid(3.59, 3.95) / (1 + z)
+    near = lines.near_lines(rest, 6.0)
+    continuum = residuals.running_median(x, mask, 51)
+    peak = int(np.argmax(np.where(mask, x - continuum, 0)))
+    assert abs(rest[peak] - lines.LINES["Hα"]) < 3 and near[peak] and 0.02 < near.mean() < 0.2
+    recon = continuum.astype(np.float32)
+    rng = np.random.default_rng(0)
+    while True:  # a feature whose span is far from every known line
+        injected, (start, end, _) = injection.inject_one(x, ivar, mask, "emission", 8.0, rng)
+        if not near[max(start - 100, 0):end + 100].any():
+            break
+
+    _, iv_on = residuals.preprocess(x, recon, mask, ivar, line_tolerance=0.5, axis=rest)
+    assert np.allclose(iv_on[~near], ivar[~near], rtol=1e-6, atol=0)  # off the lines: the noise alone
+    assert iv_on[peak] < 0.01 * ivar[peak]
+
+    def found(tolerance):
+        detector = {"method": "matched_filter", "significance": 6.0, "merge_gap": 16, "line_tolerance": tolerance}
+        regions = injection.detect(injected[None], recon[None], mask[None], ivar[None], detector, rest)
+        spans = list(zip(regions.start.tolist(), regions.end.tolist()))
+        return [any(s < hi and e > lo for s, e in spans) for lo, hi in ((peak - 3, peak + 4), (start, end))]
+
+    assert found(0.0) == [True, True] and found(0.5) == [False, True]
+    with pytest.raises(InputError, match="line_tolerance"):
+        residuals.preprocess(x, recon, mask, ivar, line_tolerance=0.5)  # no wavelengths
+    with pytest.raises(InputError, match="line_tolerance"):
+        residuals.preprocess(x, recon, mask, ivar, line_tolerance=-1.0, axis=rest)
+
+
+def test_line_tolerance_reaches_the_analysis_and_the_streaming_scorer_and_needs_the_rest_frame(data_dir):
+    from experiments import sdss_cnn_skip
+    from research.analyses.sdss_regions import check, find_regions
+    from research.regions.lines import LINES
+    from research.stream_run import regions_params
+
+    x, ivar, mask = _real_galaxy(data_dir, "spec-0390-51900-0282.fits")
+    continuum = residuals.running_median(x, mask, 51).astype(np.float32)
+    peak = int(np.argmax(np.where(mask, x - continuum, 0)))
+    axis = np.linspace(3600.0, 7400.0, x.size)
+    axis += LINES["Hα"] - axis[peak]  # a rest-frame axis with Hα at the line
+    config = sdss_cnn_skip.get_config()
+    config.regions.model_error_quantile = 0.0
+    assert config.regions.line_tolerance == 0.7  # the default config's
+    config.regions.line_tolerance = 0.0
+    _, _, iv_off = find_regions(config, x[None], continuum[None], mask[None], ivar[None], axis)
+    config.regions.line_tolerance = 0.5
+    _, _, iv_on = find_regions(config, x[None], continuum[None], mask[None], ivar[None], axis)
+    assert iv_on[0, peak] < 0.01 * iv_off[0, peak]
+    assert regions_params(config)["line_tolerance"] == 0.5 and regions_params(config)["line_halfwidth"] == 6.0
+    config.data.frame = "observed"
+    with pytest.raises(InputError, match="regions.line_tolerance: needs rest-frame spectra"):
+        check(config)

@@ -2,8 +2,9 @@
 
 Options in ``config.regions``: ``method`` (a detector of :mod:`research.regions.registry`: 'window',
 the seed rule, or 'matched_filter') and the parameters it declares, ``noise_units``,
-``detrend_width`` / ``noise_width`` / ``model_error_quantile`` (residual preprocessing,
-:mod:`research.regions.residuals`; 0 = off; the model error is calibrated on the training spectra),
+``detrend_width`` / ``noise_width`` / ``model_error_quantile`` / ``relative_error`` / ``line_tolerance``
+(residual preprocessing, :mod:`research.regions.residuals`; 0 = off; the model error is calibrated on the
+training spectra; the line tolerance needs rest-frame spectra),
 ``only_anomalous`` (figures only for flagged spectra), ``sample_n`` / ``seed`` (a seeded sample of
 the selected spectra; 0 = all) and ``image_dir`` (cached SDSS cutouts, ``<id>.jpg``).
 """
@@ -21,7 +22,7 @@ from research.paths import SDSS_CACHE
 from research.regions import DETECTORS, check_method, detect, detector, json_number, lines, uses_ivar
 from research.regions.plots import find_image, plot_spectrum
 from research.regions.registry import PREPROCESS, params_of
-from research.regions.residuals import detrend, model_error, preprocess
+from research.regions.residuals import PREPROCESS_KEYS, detrend, model_error, preprocess, split_settings
 from research.rundir import unique_path, write_json
 
 MODEL_ERROR_FILE = "model_error.npy"  # the calibrated model error per pixel, in the run directory
@@ -87,6 +88,10 @@ def check(config) -> str:
     cfg = config.get("regions") or {}
     method = check_method(cfg.get("method") or "window")
     check_block("regions.", cfg, defaults())
+    frame = (config.get("data") or {}).get("frame")
+    if cfg.get("line_tolerance") and frame != "rest":
+        raise InputError(f"config key regions.line_tolerance: needs rest-frame spectra (data.frame='rest', got "
+                         f"{frame!r}): the known lines are at rest wavelengths")
     return method
 
 
@@ -103,9 +108,9 @@ def find_regions(config, x, recon, mask, ivar, axis, model_sigma=None):
                          f"training spectra ({MODEL_ERROR_FILE} of a run trained with it; 0 = off)")
     # baseline-corrected reconstruction (smooth misfit removed), model error and local noise scale (all
     # off at 0); the figures show this reconstruction, the one the detector compares with
-    recon, ivar = preprocess(x, recon, mask, ivar, int(cfg.get("detrend_width") or 0),
-                             int(cfg.get("noise_width") or 0), model_sigma if cfg.get("model_error_quantile") else None,
-                             float(cfg.get("relative_error") or 0.0))
+    pre, _ = split_settings({k: cfg.get(k) for k in PREPROCESS_KEYS if k != "model_sigma"})
+    recon, ivar = preprocess(x, recon, mask, ivar, axis=axis, **pre,
+                             model_sigma=model_sigma if cfg.get("model_error_quantile") else None)
     return detect(x, recon, mask, axis, method=method, ivar=ivar, **params_of(method, cfg)), recon, ivar
 
 
@@ -169,6 +174,9 @@ def run(ctx) -> dict:
         "sampled_indices": chosen.tolist(), "sampled_ids": [ids[i] for i in chosen],
         "detector": regions.params, "detrend_width": detrend_width, "noise_width": noise_width,
         "model_error_quantile": float(cfg.get("model_error_quantile") or 0.0),
+        "relative_error": float(cfg.get("relative_error") or 0.0),
+        "line_tolerance": float(cfg.get("line_tolerance") or 0.0),
+        "line_halfwidth": float(cfg.get("line_halfwidth") or 0.0),
         "thresholds": {k: v for k, v in regions.thresholds().items() if not isinstance(v, list)},
         "per_spectrum_thresholds": {ids[i]: {"abs": json_number(regions.abs_threshold[i]),
                                              "rel": json_number(regions.rel_threshold[i])} for i in range(len(ids))},

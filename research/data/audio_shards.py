@@ -30,7 +30,7 @@ import re
 import numpy as np
 
 from research.data import shards
-from research.data.fsdd import SAMPLE_RATE, amplitude_spectrum, check_bins, frequencies, read_wav
+from research.data.fsdd import SAMPLE_RATE, audible_spectrum, check_bins, frequencies
 from research.data.sources import expand
 from research.errors import InputError
 
@@ -53,10 +53,7 @@ def recording_spectrum(path, *, pattern: str, n_fft: int, n_bins: int, sample_ra
     m = rx.fullmatch(path.stem)
     if m is None:
         raise InputError(f"{path}: name does not match --pattern {rx.pattern!r}")
-    spectrum, peak = amplitude_spectrum(read_wav(path, sample_rate), n_fft, n_bins)
-    if peak == 0:
-        raise InputError(f"{path}: silent recording")
-    return spectrum.astype(np.float32), {"id": path.stem, "file": str(path), **m.groupdict()}
+    return audible_spectrum(path, n_fft, n_bins, sample_rate).astype(np.float32), {"id": path.stem, "file": str(path), **m.groupdict()}
 
 
 def recording_records(path, **options) -> list:

@@ -80,18 +80,22 @@ def amplitude_spectrum(wave: np.ndarray, n_fft: int = 8192, n_bins: int = 512) -
     return (binned / peak if peak > 0 else binned), peak
 
 
+def audible_spectrum(path, n_fft: int, n_bins: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The recording's :func:`amplitude_spectrum`; ``InputError`` naming the file when it is unreadable,
+    truncated or silent (such a file is reported, never scored)."""
+    spectrum, peak = amplitude_spectrum(read_wav(path, sample_rate), n_fft, n_bins)
+    if peak == 0:
+        raise InputError(f"{path}: silent recording")
+    return spectrum
+
+
 def spectrum_or_skip(path, n_fft: int, n_bins: int, skipped: list, sample_rate: int = SAMPLE_RATE):
-    """The recording's :func:`amplitude_spectrum`, or None with the reason added to ``skipped`` (an unreadable,
-    truncated or silent file is reported, never scored)."""
+    """:func:`audible_spectrum`, or None with the reason added to ``skipped``."""
     try:
-        spectrum, peak = amplitude_spectrum(read_wav(path, sample_rate), n_fft, n_bins)
+        return audible_spectrum(path, n_fft, n_bins, sample_rate)
     except InputError as exc:
         skipped.append(str(exc))
         return None
-    if peak == 0:
-        skipped.append(f"{path}: silent recording")
-        return None
-    return spectrum
 
 
 def frequencies(n_fft: int = 8192, n_bins: int = 512, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from research.errors import InputError
 from research.regions.base import Regions
 from research.regions.registry import detect as detect_with, uses_ivar
-from research.regions.residuals import preprocess
+from research.regions.residuals import preprocess, split_settings
 
 KINDS = ("emission", "absorption", "dropout")
 DEFAULT_WIDTHS = {"emission": (2.0, 5.0), "absorption": (5.0, 12.0), "dropout": (20.0, 80.0)}
@@ -207,15 +207,15 @@ def concat_trials(parts: Sequence[Sequence[Trial]], sizes: Sequence[int]) -> lis
 
 
 def score_trials(trials: Sequence[Trial], x, ivar, mask, clean_recon, detector: dict | None = None,
-                 kinds: Sequence[str] = KINDS) -> list[dict]:
+                 kinds: Sequence[str] = KINDS, axis=None) -> list[dict]:
     """Precision/recall/IoU per amplitude and kind (plus an ``all`` row) for one detector setting."""
     detector = dict(detector or {})
-    base = detect(x, clean_recon, mask, ivar, detector)
+    base = detect(x, clean_recon, mask, ivar, detector, axis)
     clean = {i: [(int(s), int(e)) for s, e in zip(base.start[base.spectrum == i], base.end[base.spectrum == i])]
              for i in range(len(x))}
     rows = []
     for t in trials:
-        regions = detect(t.x, t.recon, mask[t.source], ivar[t.source], detector)
+        regions = detect(t.x, t.recon, mask[t.source], ivar[t.source], detector, axis)
         for kind in kinds:
             sel = [f for f in t.features if f.kind == kind]
             if sel:
@@ -229,19 +229,21 @@ def detect(x, recon, mask, ivar, detector: dict, axis=None) -> Regions:
     """The regions that the detector a dict describes finds: ``method`` (default 'window') names a
     registered detector (:mod:`research.regions.registry`), the other keys are its parameters and the
     shared ones: ``noise_units=True`` passes ``ivar`` (sigma units; always for detectors that need it),
-    ``detrend_width`` / ``noise_width`` (0 or absent = off) preprocess the residual first
-    (:func:`research.regions.residuals.preprocess`: remove its smooth part; local robust noise scale)."""
+    the preprocessing keys (:func:`research.regions.residuals.split_settings`: ``detrend_width``,
+    ``noise_width``, ``relative_error``, ``line_tolerance`` ...; 0 or absent = off) preprocess the residual
+    first (:func:`research.regions.residuals.preprocess`). ``axis``: wavelengths (rest frame for
+    ``line_tolerance``)."""
     params = dict(detector)
     method = params.pop("method", "window")
     noise_units = uses_ivar(method, params.pop("noise_units", False))
-    detrend_width, noise_width = params.pop("detrend_width", 0), params.pop("noise_width", 0)
     params.pop("model_error_width", None)
-    relative = float(params.pop("relative_error", 0) or 0)
     if params.pop("model_error_quantile", 0):
         raise InputError("injection: the model error needs calibration spectra; add it to ivar first "
                          "(research.regions.residuals.model_error, with_model_error)")
-    recon, ivar = preprocess(x, recon, mask, ivar, detrend_width, noise_width if noise_units else 0,
-                             relative=relative if noise_units else 0.0)
+    pre, params = split_settings(params)
+    if not noise_units:  # the noise terms need ivar
+        pre = {k: v for k, v in pre.items() if k == "detrend_width"}
+    recon, ivar = preprocess(x, recon, mask, ivar, axis=axis, **pre)
     return detect_with(x, recon, mask, axis, method=method, ivar=ivar if noise_units else None, **params)
 
 

@@ -11,16 +11,20 @@ beside the seed window rule and the config's detector. Then the learning curve: 
 galaxies reconstructed by models trained on ``--curve`` galaxies (a seeded subset, ``data.n_train``),
 scored at 5 sigma with the fixed detectors. ``--relative`` adds ``regions.relative_error`` values to the
 grid (:func:`research.regions.residuals.relative_error`), ``--noise-width`` ``regions.noise_width`` values
-(:func:`research.regions.residuals.noise_scale`), and with more than one of either, the best setting at
-each is reported side by side.
+(:func:`research.regions.residuals.noise_scale`), ``--line-tolerance`` ``regions.line_tolerance``
+(:func:`research.regions.residuals.line_error`), ``--local-scale`` the matched filter's
+``local_scale_block``; with more than one combination, the best setting at each is reported side by side.
 
-    python -m research.regions.injection_cv --folds 3 --copies 2 --curve 20,40   # results/sdss_injection_cv.md
+    python -m research.regions.injection_cv --folds 3 --copies 2 --curve 20,40 --line-tolerance 0,0.7 \
+        --local-scale 0,4096 --significance 5,5.5,6,8 --merge-gap 32,64,96 --quantiles 0,0.75,0.9 \
+        --check-seeds 2,3,4,5                                  # results/sdss_injection_cv.md
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import pathlib
 import sys
@@ -40,15 +44,31 @@ GRID = [{**MATCHED, "significance": s, "merge_gap": g, "model_error_quantile": q
         for q in (0.0, 0.5, 0.75, 0.9) for s in (5.0, 6.0, 8.0, 10.0) for g in (16, 32)]
 
 
-def grid(relative_errors=(0.0,), noise_widths=(0,)) -> list[dict]:
-    """:data:`GRID` with each ``regions.relative_error`` of ``--relative`` and each ``regions.noise_width`` of
-    ``--noise-width`` (0, 0 = the grid as it is)."""
-    return [{**d, **({"relative_error": r} if r else {}), **({"noise_width": w} if w else {})}
-            for r in relative_errors for w in noise_widths for d in GRID]
+VARIANT_KEYS = {"relative_error": 0.0, "noise_width": 0, "line_tolerance": 0.0, "local_scale_block": 0}
+
+
+def grid(relative_errors=(0.0,), noise_widths=(0,), line_tolerances=(0.0,), local_scale_blocks=(0,),
+         significances=None, merge_gaps=None, quantiles=None) -> list[dict]:
+    """:data:`GRID` (its significances, merge gaps and model-error quantiles replaced by the values given) at
+    every combination of ``regions.relative_error`` (``--relative``), ``regions.noise_width``
+    (``--noise-width``), ``regions.line_tolerance`` (``--line-tolerance``) and ``regions.local_scale_block``
+    (``--local-scale``); 0 = the grid as it is."""
+    axes = {key: sorted({d[key] for d in GRID}, key=[d[key] for d in GRID].index)
+            for key in ("model_error_quantile", "significance", "merge_gap")}
+    for key, values in (("model_error_quantile", quantiles), ("significance", significances), ("merge_gap", merge_gaps)):
+        if values:
+            axes[key] = list(values)
+    base = [{**MATCHED, "significance": s, "merge_gap": g, "model_error_quantile": q}
+            for q in axes["model_error_quantile"] for s in axes["significance"] for g in axes["merge_gap"]]
+    out = []
+    for values in itertools.product(relative_errors, noise_widths, line_tolerances, local_scale_blocks):
+        extra = {k: v for k, v in zip(VARIANT_KEYS, values) if v}
+        out += [{**d, **extra} for d in base]
+    return out
 
 
 def _variant(d) -> tuple:
-    return float(d.get("relative_error", 0)), int(d.get("noise_width", 0))
+    return tuple(type(default)(d.get(k, default)) for k, default in VARIANT_KEYS.items())
 
 
 def log(msg):
@@ -85,6 +105,7 @@ class Evaluation:
                                                     for k in ("x", "ivar", "mask", "recon"))
         self.clean_detrended = detrend(self.x, self.clean, self.mask, width, self.ivar)
         self.ivars = {0.0: self.ivar}
+        self.axis = parts[0].get("axis")  # the common grid (rest wavelengths for regions.line_tolerance)
 
     def ivar_for(self, quantile: float) -> np.ndarray:
         """The held-out galaxies' ivar with each fold's model error (that quantile over its training
@@ -111,7 +132,7 @@ class Evaluation:
     def score(self, trials, detector, detrended=True):
         clean = self.clean_detrended if detrended else self.clean
         detector, ivar = self._split(detector)
-        return injection.score_trials(trials, self.x, ivar, self.mask, clean, detector)
+        return injection.score_trials(trials, self.x, ivar, self.mask, clean, detector, axis=self.axis)
 
     def _split(self, detector):
         detector = dict(detector)
@@ -119,7 +140,7 @@ class Evaluation:
 
     def clean_regions(self, detector, ids):
         detector, ivar = self._split(detector)
-        regions = injection.detect(self.x, self.clean_detrended, self.mask, ivar, detector)
+        regions = injection.detect(self.x, self.clean_detrended, self.mask, ivar, detector, self.axis)
         return {ids[i]: int((regions.spectrum == i).sum()) for i in range(len(self.x))}
 
 
@@ -135,32 +156,40 @@ def run(args) -> dict:
     error_width = int(config.regions.model_error_width)
     ev = Evaluation(parts, args.copies, args.detrend, error_width)
     tune = ev.trials([5.0], args.tune_seed)
-    relative = [float(v) for v in args.relative.split(",") if v]
-    widths = [int(v) for v in args.noise_width.split(",") if v]
-    scored = [(ev.score(tune, d), d) for d in grid(relative, widths)]
+    values = {"relative_errors": [float(v) for v in args.relative.split(",") if v],
+              "noise_widths": [int(v) for v in args.noise_width.split(",") if v],
+              "line_tolerances": [float(v) for v in args.line_tolerance.split(",") if v],
+              "local_scale_blocks": [int(v) for v in args.local_scale.split(",") if v]}
+    axes = {"significances": [float(v) for v in args.significance.split(",") if v],
+            "merge_gaps": [int(v) for v in args.merge_gap.split(",") if v],
+            "quantiles": [float(v) for v in args.quantiles.split(",") if v]}
+    scored = [(ev.score(tune, d), d) for d in grid(**values, **axes)]
     ranked = {k: sorted(((select(rows, 5.0, k), d) for rows, d in scored), key=lambda t: t[0], reverse=True)
               for k in ("precision", "precision_new")}
     ranked["precision_at_recall"] = sorted(((recall_first(rows, 5.0), d) for rows, d in scored),
                                            key=lambda t: t[0], reverse=True)
-    if len(relative) * len(widths) > 1:  # the best setting at each relative error and noise width, side by side
-        for r in relative:
-            for w in widths:
-                ranked[f"precision_at_recall_relative_{r:g}_noise_width_{w}"] = [
-                    t for t in ranked["precision_at_recall"] if _variant(t[1]) == (r, w)]
+    variants = list(itertools.product(*values.values()))
+    if len(variants) > 1:  # the best setting at each combination of the added keys, side by side
+        for variant in variants:
+            name = "_".join(f"{k}_{v:g}" for k, v in zip(VARIANT_KEYS, variant))
+            ranked[f"precision_at_recall_{name}"] = [t for t in ranked["precision_at_recall"] if _variant(t[1]) == variant]
     fresh_raw, fresh = ev.trials(amplitudes, args.seed, detrended=False), ev.trials(amplitudes, args.seed)
     ids = [i for p in parts for i in p["ids"]]
     config_detector = {**MATCHED, "significance": float(config.regions.significance),
                        "merge_gap": int(config.regions.merge_gap),
                        "model_error_quantile": float(config.regions.model_error_quantile)}
-    if config.regions.get("relative_error"):
-        config_detector["relative_error"] = float(config.regions.relative_error)
-    if config.regions.get("noise_width"):
-        config_detector["noise_width"] = int(config.regions.noise_width)
+    for key, default in VARIANT_KEYS.items():
+        if config.regions.get(key):
+            config_detector[key] = type(default)(config.regions[key])
+    if config.regions.get("line_tolerance"):
+        config_detector["line_halfwidth"] = float(config.regions.line_halfwidth)
     cv = {"n_held": len(ids), "n_train": [p["n_train"] for p in parts],
           "seed_rule": ev.score(fresh_raw, SEED_DETECTOR, detrended=False), "default": ev.score(fresh, config_detector)}
     for k, ranking in ranked.items():
         best = ranking[0][1]
         cv[f"tuned_{k}"] = {"params": best, "rows": ev.score(fresh, best), "clean_regions": ev.clean_regions(best, ids)}
+    checks = [int(v) for v in args.check_seeds.split(",") if v]
+    cv["check_seeds"] = {seed: _all(ev.score(ev.trials([5.0], seed), config_detector), 5.0) for seed in checks}
     log(f"cross-validation scored ({time.time() - t0:.0f} s)")
     detectors = {"default": config_detector, **{k: cv[k]["params"] for k in cv if k.startswith("tuned_")}}
 
@@ -176,6 +205,8 @@ def run(args) -> dict:
         curve[n] = curve_point(held_out_part(small, 0, args))
         log(f"curve n_train={n} scored ({time.time() - t0:.0f} s)")
     return {"folds": args.folds, "copies": args.copies, "amplitudes": amplitudes, "epochs": config.train.epochs,
+            "grid": {**axes, "variants": dict(zip(VARIANT_KEYS, values.values()))},
+            "seed": args.seed,
             "cv": cv, "curve": curve, "latent": latent}
 
 
@@ -195,6 +226,36 @@ def _cell(r):
     return f"{r['precision']:.2f} / {r['precision_new']:.2f} / {r['recall']:.2f} / {r['iou']:.2f}"
 
 
+def _describe(g: dict | None) -> str:
+    """The tuning grid of a run's JSON, in words (runs written before it was recorded: the plain grid)."""
+    g = g or {}
+    plain = {k: sorted({d[k] for d in GRID}) for k in ("significance", "merge_gap", "model_error_quantile")}
+    sig = g.get("significances") or plain["significance"]
+    gap = g.get("merge_gaps") or plain["merge_gap"]
+    q = g.get("quantiles") or plain["model_error_quantile"]
+    words = [f"significance {'/'.join(f'{v:g}' for v in sig)}σ", f"merge gap {'/'.join(f'{v:g}' for v in gap)} px",
+             "model error (its quantile over each fold's training galaxies, added to the noise) "
+             + "/".join("off" if not v else f"{v:g}" for v in q)]
+    for key, values in (g.get("variants") or {}).items():
+        if len(values) > 1 or any(values):
+            words.append(f"{key.replace('_', ' ')} " + "/".join("off" if not v else f"{v:g}" for v in values))
+    return ", ".join(words)
+
+
+def _tuned_name(key: str) -> str:
+    """``tuned_precision_at_recall_relative_error_0_..._local_scale_block_4096`` -> "best at R >= 0.9 with
+    local scale block 4096" (only what is on), other keys -> "tuned for <target>"."""
+    target = key.removeprefix("tuned_")
+    if not target.startswith("precision_at_recall_"):
+        return f"tuned for {target}"
+    rest, on = target.removeprefix("precision_at_recall_"), []
+    for k in VARIANT_KEYS:
+        value, _, rest = rest.removeprefix(k + "_").partition("_")
+        if float(value):
+            on.append(f"{k.replace('_', ' ')} {value}")
+    return "best at R ≥ 0.9 with " + (", ".join(on) if on else "none of the added keys")
+
+
 def markdown(res: dict, command: str) -> str:
     cv, amps = res["cv"], res["amplitudes"]
     lines = ["# SDSS: cross-validated evaluation over every usable galaxy", "", f"`{command}`", "",
@@ -208,25 +269,31 @@ def markdown(res: dict, command: str) -> str:
         values = [f["roc_auc"][key] for f in res["latent"]]
         lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} |")
     lines += ["", "## Injections (all feature kinds): P / P_new / R / IoU", "",
-              "Matched filter on the residual detrended over 201 px; grid: significance 5/6/8/10σ, merge gap 16/32 px, "
-              "model error (its quantile over each fold's training galaxies, added to the noise) off/0.5/0.75/0.9; "
+              "Matched filter on the residual detrended over 201 px; grid: " + _describe(res.get("grid")) + "; "
               "tuned on injection seed 0 (5σ), reported on seed 1. Tuned for precision / precision_new: target met, "
               "then recall; for precision_at_recall: recall >= 0.9, then strict precision.", "",
               "| detector | " + " | ".join(f"{a:g}σ" for a in amps) + " | regions per clean spectrum |",
               "|---|" + "---|" * (len(amps) + 1)]
     named = [("seed window rule", cv["seed_rule"], None), ("config detector", cv["default"], None)]
-    named += [(f"tuned for {k.split('_', 1)[1]}: {v['params']['significance']:g}σ, gap {v['params']['merge_gap']}, "
+    named += [(f"{_tuned_name(k)}: {v['params']['significance']:g}σ, gap {v['params']['merge_gap']}, "
                f"model error q {v['params'].get('model_error_quantile', 0):g}"
-               + (f", relative error {v['params']['relative_error']:g}" if v["params"].get("relative_error") else "")
-               + (f", noise width {v['params']['noise_width']}" if v["params"].get("noise_width") else ""),
+               + "".join(f", {k.replace('_', ' ')} {v['params'][k]:g}" for k in VARIANT_KEYS if v["params"].get(k)),
                v["rows"], None)
               for k, v in cv.items() if k.startswith("tuned_")]
     for name, rows, _ in named:
         lines.append(f"| {name} | " + " | ".join(_cell(_all(rows, a)) for a in amps)
                      + f" | {_all(rows, amps[0])['clean_regions_per_spectrum']:.2f} |")
+    if checks := cv.get("check_seeds"):
+        rows = [(res.get("seed", 1), _all(cv["default"], 5.0))] + [(int(k), v) for k, v in checks.items()]
+        lines += ["", "The config detector at 5σ on other injection seeds (P / P_new / R / IoU):", "",
+                  "| injection seed | 5σ |", "|---|---|"]
+        lines += [f"| {seed} | {_cell(r)} |" for seed, r in rows]
+        spread = {k: [r[k] for _, r in rows] for k in ("precision", "recall")}
+        lines += ["", "Over these seeds: " + ", ".join(f"{k} {np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})"
+                                                   for k, v in spread.items()) + "."]
     curve_names = [k for k in next(iter(res["curve"].values())) if k != "n_train"]
     lines += ["", "## Learning curve (fold 0's held-out galaxies, 5σ): P / P_new / R / IoU", "",
-              "| training galaxies | " + " | ".join(n.replace("tuned_", "tuned for ") if n != "default" else "config detector"
+              "| training galaxies | " + " | ".join(_tuned_name(n) if n != "default" else "config detector"
                                                     for n in curve_names) + " |", "|---|" + "---|" * len(curve_names)]
     for n, point in sorted(res["curve"].items(), key=lambda t: t[1]["n_train"]):
         lines.append(f"| {point['n_train']} ({n}) | " + " | ".join(_cell(_all(point[d], 5.0)) for d in curve_names) + " |")
@@ -247,7 +314,17 @@ def main(argv=None) -> int:
                         "(comma-separated; with more than one, the best setting at each is reported too)")
     parser.add_argument("--noise-width", default="0", help="regions.noise_width values (px, the local robust noise "
                         "scale; 0 = off) added to the tuning grid, as --relative")
+    parser.add_argument("--line-tolerance", default="0", help="regions.line_tolerance values (the observed line "
+                        "excess near known lines, research/regions/residuals.py line_error; 0 = off), as --relative")
+    parser.add_argument("--local-scale", default="0", help="regions.local_scale_block values (px: the matched "
+                        "filter's significance over its robust scale in blocks; 0 = off), as --relative")
+    parser.add_argument("--significance", default="", help="the grid's significances (comma-separated; default "
+                        "5,6,8,10); a local scale wants lower ones")
+    parser.add_argument("--merge-gap", default="", help="the grid's merge gaps (px; default 16,32)")
+    parser.add_argument("--quantiles", default="", help="the grid's model-error quantiles (default 0,0.5,0.75,0.9)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--check-seeds", default="", help="further injection seeds (comma-separated) on which the "
+                        "config detector is scored at 5 sigma: how much the reported numbers move with the draw")
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--cache", default=str(SDSS_CACHE))
     parser.add_argument("--from-json", help="write the tables of an earlier run's JSON instead of running")

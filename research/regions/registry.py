@@ -55,6 +55,9 @@ PREPROCESS = {  # key -> (default, comment)
     "model_error_width": (5, "running maximum (px) of that model error"),
     "relative_error": (0.0, "f: (f x the reconstruction's line excess over its 51 px running median)^2 added "
                             "to the noise variance (strong lines tolerate a larger misfit); 0 = off"),
+    "line_tolerance": (0.0, "f: (f x the observed excess over its 51 px running median)^2 added to the noise "
+                            "variance within line_halfwidth of a known line (rest-frame spectra); 0 = off"),
+    "line_halfwidth": (6.0, "Å (rest frame) around each line of research/regions/lines.py that line_tolerance covers"),
 }
 
 

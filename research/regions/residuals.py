@@ -24,6 +24,11 @@ that grows with the line, which a per-pixel quantile over typical galaxies does 
 (:func:`preprocess`): the continuum (no excess) keeps its noise, a strong line tolerates a residual of
 ``f`` times its height.
 
+:func:`line_error` is the same for the *observed* flux, only near the known lines
+(:mod:`research.regions.lines`; rest-frame spectra): a starburst's own lines ([Ne III], Hδ, Hγ, He I,
+[O III], Hα, ...), which the model does not draw at their strength, tolerate a residual of ``f`` times
+their height, while a feature anywhere else keeps the noise alone.
+
 Masked pixels (``mask`` False, non-finite values, or ``ivar <= 0``) are ignored: the running
 statistics are taken over the usable pixels only (the window counts usable pixels), and masked
 pixels get the value interpolated from their usable neighbours.
@@ -140,21 +145,52 @@ def relative_error(recon, mask=None, fraction: float = 0.0, width: int = CONTINU
     return float(fraction) * np.abs(values - running_median(values, good, width))
 
 
+def line_error(original, mask, near, fraction: float, width: int = CONTINUUM_WIDTH) -> np.ndarray:
+    """``fraction * |original - running_median(original, width)|`` at the pixels ``near`` a known line
+    (bool, ``(L,)`` or the shape of ``original``), 0 elsewhere (flux units)."""
+    original = np.asarray(original, np.float64)
+    good = np.isfinite(original) if mask is None else np.asarray(mask, bool) & np.isfinite(original)
+    values = np.where(good, original, 0.0)
+    return float(fraction) * np.abs(values - running_median(values, good, width)) * np.asarray(near, bool)
+
+
+PREPROCESS_KEYS = {  # detector-settings key -> preprocess() keyword
+    "detrend_width": "detrend_width", "noise_width": "noise_width", "model_sigma": "model_sigma",
+    "relative_error": "relative", "line_tolerance": "line_tolerance", "line_halfwidth": "line_halfwidth"}
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """``(preprocess keyword arguments, the rest)`` of a dict of detector settings: one place that knows
+    which settings are the residual's preprocessing and which the detector's own."""
+    rest = dict(settings)
+    return {PREPROCESS_KEYS[k]: rest.pop(k) for k in list(rest) if k in PREPROCESS_KEYS and rest[k] is not None}, rest
+
+
 def preprocess(original, recon, mask=None, ivar=None, detrend_width: int | None = 0,
                noise_width: int | None = 0, model_sigma=None,
-               relative: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+               relative: float = 0.0, line_tolerance: float = 0.0, line_halfwidth: float = 6.0,
+               axis=None) -> tuple[np.ndarray, np.ndarray | None]:
     """``(recon', ivar')`` for a region detector: the detrended reconstruction
-    (``detrend_width``; 0 = off), ``ivar`` with the model error ``model_sigma`` (:func:`model_error`; None = off)
-    and the :func:`relative_error` of the detrended reconstruction (``relative``; 0 = off) added to the
-    noise, then divided by the squared local :func:`noise_scale` of the detrended residual
-    (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
-    recon = detrend(original, recon, mask, detrend_width, ivar)
+    (``detrend_width``; 0 = off), ``ivar`` with the model error ``model_sigma`` (:func:`model_error`; None = off),
+    the :func:`relative_error` of the detrended reconstruction (``relative``; 0 = off) and the
+    :func:`line_error` within ``line_halfwidth`` Å of the known lines (``line_tolerance``; 0 = off; ``axis``
+    = rest wavelengths) added to the noise, then divided by the squared local :func:`noise_scale` of the
+    detrended residual (``noise_width``; 0 = off, and off when ``ivar`` is None)."""
+    recon = detrend(original, recon, mask, int(detrend_width or 0), ivar)
     if model_sigma is not None and ivar is not None:
         ivar = with_model_error(ivar, model_sigma)
     if relative and ivar is not None:
         if relative < 0:
             raise InputError(f"config key regions.relative_error: must be >= 0, got {relative}")
         ivar = with_model_error(ivar, relative_error(recon, mask, relative))
+    if line_tolerance and ivar is not None:
+        from research.regions.lines import near_lines
+
+        if line_tolerance < 0:
+            raise InputError(f"config key regions.line_tolerance: must be >= 0, got {line_tolerance}")
+        if axis is None:
+            raise InputError("config key regions.line_tolerance: needs the spectra's rest wavelengths (axis)")
+        ivar = with_model_error(ivar, line_error(original, mask, near_lines(axis, line_halfwidth), line_tolerance))
     if noise_width and ivar is not None:
         scale = noise_scale(original, recon, ivar, mask, noise_width)
         ivar = (np.asarray(ivar, np.float64) / scale ** 2).astype(np.asarray(ivar).dtype)
