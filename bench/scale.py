@@ -291,7 +291,7 @@ def mode_sizes(args) -> None:
         plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
 
     for n in args.n:
-        sset = scale_set(args, n)
+        sset = scale_set(args, n) if {"train", "score"} & set(args.stages) else None  # ingest reads FITS links
         row = dict(before.get(n, {"n": n}))
         rows.append(row)
         if n <= args.ingest_max and "ingest" in args.stages:
