@@ -8,6 +8,7 @@ Modes (each writes one JSON under ``bench/results/``; ``python -m bench.report``
     python -m bench.scale compare --n 10000 --set model.features='(8, 16)'   # scale_train.json
     python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra \\
         --files 4000 --workers 1 2 4 8 16                  # scale_workers.json: ingestion files/s
+    python -m bench.scale structures --n 100000            # scale_structures.json: bytes per file
 
 ``compare`` trains the SDSS config (``experiments/sdss_cnn_skip.py`` with ``--set`` overrides, on the
 default JAX device: the GPU where there is one) on the same scale set in memory (one compiled epoch,
@@ -15,7 +16,10 @@ the data on the device) and streamed from the shards (:func:`research.streaming.
 alternating epoch by epoch in one process after a warm-up epoch of each, and reports steps/s of both
 and their ratio. ``workers`` ingests ``--files`` symbolic links to the given FITS files (every link
 read and gridded; repeated spectra are dropped as duplicates at the end) once per worker count and
-reports files/s, CPU seconds and peak RSS of each ingestion process.
+reports files/s, CPU seconds and peak RSS of each ingestion process. ``structures`` measures with
+``tracemalloc`` what one ingestion task keeps per input file (file list, duplicate index, skipped
+files), now and as the task held it before (list of ``Path``, dict of id strings, list of dicts), on
+``--n`` empty files named like the ``sizes`` links.
 
 Scale set (``sizes``, ``compare``): the real spectra of the ``--fits`` folders ingested into shards
 on 3600-10400 Å, then N records made from them: record i is real spectrum ``i mod n_real`` rolled
@@ -369,6 +373,74 @@ def mode_workers(args) -> None:
                                 "distinct_files": len(fits_files(args.fits)), "rows": rows}, args.json)
 
 
+def mode_structures(args) -> None:
+    """Bytes per file that one ingestion task's growing structures keep and peak at, on ``--n`` empty files."""
+    import gc
+    import tracemalloc
+
+    from research.data import shards
+
+    n = args.n[0]
+    folder = pathlib.Path(args.work) / "names"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):  # named like the sizes links: f<i>_<real file name>
+        (folder / f"f{i:07d}_dr10spec_BOSS-3586-55181-{i % 1000:04d}.fits").touch()
+    ids = [f"{3000 + i // 640000}-{55000 + (i // 640) % 1000}-{i % 640 + 1:04d}" for i in range(n)]
+    rows = []
+
+    def measure(structure: str, how: str, fn):
+        gc.collect()
+        tracemalloc.start()
+        kept = fn()
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rows.append({"structure": structure, "how": how, "kept_bytes_per_file": current / n,
+                     "peak_bytes_per_file": peak / n})
+        print(f"  {structure}, {how}: kept {current / n:.1f} B/file, peak {peak / n:.1f} B/file", flush=True)
+        return kept
+
+    old = measure("file list", "before: sorted list of Path", lambda: sorted(
+        p for p in folder.iterdir() if p.name.lower().endswith(".fits")))
+    files = measure("file list", "FileList", lambda: shards.FileList.find(folder, (".fits",)))
+    assert list(files) == [str(p) for p in old]
+    del old
+
+    def old_seen():
+        seen = {}
+        for i, sid in enumerate(ids):
+            seen[sid.encode().decode()] = files[i].rpartition("/")[2]  # the row's id and file: strings of their own
+        return seen
+
+    def new_seen():
+        seen = shards.IdIndex()
+        for i, sid in enumerate(ids):
+            seen[sid] = i
+        return seen
+
+    measure("duplicate index (every file a new id)", "before: dict id -> file name", old_seen)
+    measure("duplicate index (every file a new id)", "IdIndex: id hash -> file index", new_seen)
+
+    def skip(i):  # a duplicate, as in the sizes links (every file past the first cycle)
+        return {"file": files[i].rpartition("/")[2],  # (not Path: it interns names, a fixed ~0.4 MB)
+                "reason": f"{files[i]}: duplicate of f{i % 46:07d}_dr10spec_BOSS-3586-55181-0002.fits "
+                          "(same plate-mjd-fiber 3586-55181-0002)"}
+
+    def old_skips():
+        skipped = [skip(i) for i in range(n)]
+        text = (json.dumps({"task": 0, "skipped": skipped}) + "\n").encode()  # the report, written whole
+        return skipped, text
+
+    def new_skips():
+        skipped = shards.SkipList(args.work, "report")
+        for i in range(n):
+            skipped.append(skip(i))
+        return shards.write_report(pathlib.Path(args.work) / "report.json", {"task": 0, "skipped": skipped})
+
+    measure("skipped files (every file skipped) + task report", "before: list of dicts, json.dumps", old_skips)
+    measure("skipped files (every file skipped) + task report", "SkipList spooled, report streamed", new_skips)
+    save("scale_structures.json", {"meta": meta(args), "n": n, "rows": rows}, args.json)
+
+
 # ---- report --------------------------------------------------------------------------------------
 STAGES = (("ingest", "ingest (FITS, 1 worker)"), ("train_stream", "train, streamed steps"),
           ("score", "score + regions, streamed"))
@@ -430,6 +502,7 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
                 (n0, a), (n1, b) = pts[0], pts[-1]
                 out.append(f"- {label}: peak RSS {a['peak_rss_mib']:.0f} → {b['peak_rss_mib']:.0f} MiB "
                            f"({b['peak_rss_mib'] / a['peak_rss_mib']:.2f}×) from N = {n0:,} to {n1:,}.")
+        out += ingest_growth(sizes["rows"], results)
         out += ["", "Items/s of different rows were measured at different loads (see the load averages above) "
                 "and do not compare; peak RSS does not depend on the load."]
         if (RESULTS / "scale.png").is_file():
@@ -474,6 +547,32 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
                 "cores: `python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra "
                 "--files 4000 --workers 1 2 4 8 16`.", ""]
     return "\n".join(out).rstrip("\n")
+
+
+def ingest_growth(rows: list[dict], results: pathlib.Path = RESULTS) -> list[str]:
+    """What an ingestion task keeps per file (``scale_structures.json``) and the peak RSS at N = 10^6 extrapolated
+    from the two largest N ingested."""
+    out = []
+    path = results / "scale_structures.json"
+    if path.is_file():
+        st = json.loads(path.read_text())
+        out += ["", f"**What one ingestion task keeps per input file** (`{_command(st['meta'])}`; tracemalloc on "
+                f"{st['n']:,} empty files named like the links above; {st['meta']['date']}, commit "
+                f"{st['meta']['commit']}): each structure now, and as the task held it before.", "",
+                "| structure | held as | kept (bytes/file) | peak (bytes/file) |", "|---|---|---|---|"]
+        out += [f"| {r['structure']} | {r['how']} | {r['kept_bytes_per_file']:.1f} | {r['peak_bytes_per_file']:.1f} |"
+                for r in st["rows"]]
+    pts = sorted((row["n"], row["ingest"]["peak_rss_mib"]) for row in rows if "ingest" in row)
+    if len(pts) > 1:
+        (n0, a), (n1, b) = pts[-2], pts[-1]
+        slope = (b - a) / (n1 - n0)  # MiB per file
+        at_1e6 = b + slope * (10**6 - n1)
+        base = dict(pts).get(10**4)
+        out += ["", f"Ingestion peak RSS grows {slope * 2**20:.0f} bytes per file from N = {n0:,} to {n1:,} "
+                f"({a:.0f} → {b:.0f} MiB). **Extrapolated, not measured** (10^6 FITS files take hours a core "
+                f"here): {at_1e6:.0f} MiB at N = 10^6"
+                + (f", {at_1e6 / base:.2f}× N = 10^4 (target ≤ 1.5×)" if base else "") + "."]
+    return out
 
 
 def plot(rows, path=RESULTS / "scale.png") -> None:
@@ -531,6 +630,8 @@ def main() -> None:
     s.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     s.add_argument("--work", default=None)
     s.add_argument("--json", default=None)
+    s = sub.add_parser("structures", help="bytes per file of an ingestion task's growing structures (tracemalloc)")
+    common(s, [100000])
     s = sub.add_parser("stage")  # internal: one measured stage in its own process
     s.add_argument("stage", choices=("make", "ingest", "train", "score"))
     s.add_argument("--n", type=int, default=0)
@@ -553,7 +654,8 @@ def main() -> None:
         return
     args.load = list(os.getloadavg())
     args.work = args.work or tempfile.mkdtemp(prefix="scale_")
-    {"sizes": mode_sizes, "compare": mode_compare, "workers": mode_workers}[args.mode](args)
+    {"sizes": mode_sizes, "compare": mode_compare, "workers": mode_workers,
+     "structures": mode_structures}[args.mode](args)
 
 
 if __name__ == "__main__":
