@@ -8,6 +8,7 @@ Modes (each writes one JSON under ``bench/results/``; ``python -m bench.report``
     python -m bench.scale compare --n 10000 --set model.features='(8, 16)'   # scale_train.json
     python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra \\
         --files 4000 --workers 1 2 4 8 16                  # scale_workers.json: ingestion files/s
+    python -m bench.scale structures --n 100000            # scale_structures.json: bytes per file
 
 ``compare`` trains the SDSS config (``experiments/sdss_cnn_skip.py`` with ``--set`` overrides, on the
 default JAX device: the GPU where there is one) on the same scale set in memory (one compiled epoch,
@@ -15,7 +16,10 @@ the data on the device) and streamed from the shards (:func:`research.streaming.
 alternating epoch by epoch in one process after a warm-up epoch of each, and reports steps/s of both
 and their ratio. ``workers`` ingests ``--files`` symbolic links to the given FITS files (every link
 read and gridded; repeated spectra are dropped as duplicates at the end) once per worker count and
-reports files/s, CPU seconds and peak RSS of each ingestion process.
+reports files/s, CPU seconds and peak RSS of each ingestion process. ``structures`` measures with
+``tracemalloc`` what one ingestion task keeps per input file (file list, duplicate index, skipped
+files), now and as the task held it before (list of ``Path``, dict of id strings, list of dicts), on
+``--n`` empty files named like the ``sizes`` links.
 
 Scale set (``sizes``, ``compare``): the real spectra of the ``--fits`` folders ingested into shards
 on 3600-10400 Å, then N records made from them: record i is real spectrum ``i mod n_real`` rolled
@@ -23,8 +27,8 @@ by a random whole number of pixels in [-20, 20] (a redshift change of up to ±0.
 uniform in log wavelength; the pixels rolled in at the edge are masked) with fresh Gaussian noise of
 its own ivar added to every good pixel; its id is ``<real id>-s<i>``, its z moved by the shift.
 Written shard by shard (memory = one shard). In ``sizes`` each stage is its own process (wall time,
-CPU time and peak RSS from ``wait4``; the scale set is made in a child too, as Linux keeps a forked
-child's inherited peak RSS): ``ingest`` (FITS links, up to ``--ingest-max`` files), ``train``
+CPU time from ``wait4``, peak RSS the stage's own ``VmHWM``, as Linux gives a forked child the parent's peak
+RSS; the scale set is made in a child too): ``ingest`` (FITS links, up to ``--ingest-max`` files), ``train``
 (``--steps`` streamed steps after a compiled warm-up chunk: a fixed amount of work at every N, so
 time and memory compare across N) and ``score`` (stream scoring and window-rule regions of every
 record, Parquet out).
@@ -231,8 +235,20 @@ def stage_score(args) -> dict:
     return {"items": result["n"], "seconds": time.perf_counter() - t, "regions": result["n_regions"]}
 
 
+def own_peak_rss_mib() -> float:
+    """Peak RSS of this process since its exec (``VmHWM``) or of any of its children, in MiB: ``wait4``'s peak
+    of a child started by ``subprocess`` also counts the parent's resident pages at the fork, and the
+    ``sizes`` parent has imported JAX and matplotlib after its first stage (~200 MiB, above an ingestion)."""
+    import resource
+
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
 def run_stage(*argv) -> dict:
-    """One stage in its own process: its result line plus wall, CPU seconds and peak RSS from ``wait4``."""
+    """One stage in its own process: its result line plus wall, CPU seconds and peak RSS: the stage's own
+    (:func:`own_peak_rss_mib`; ``wait4``'s is kept as ``wait4_peak_rss_mib``)."""
     cmd = [sys.executable, "-m", "bench.scale", "stage", *map(str, argv)]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -244,7 +260,8 @@ def run_stage(*argv) -> dict:
         if os.waitstatus_to_exitcode(status) or not lines:
             raise RuntimeError(f"{' '.join(map(str, argv))}: {err.read().strip().splitlines()[-3:]}")
     result = json.loads(lines[-1][len(PREFIX):])
-    result.update(process_seconds=time.perf_counter() - start, peak_rss_mib=usage.ru_maxrss / 1024,
+    result.update(process_seconds=time.perf_counter() - start, wait4_peak_rss_mib=usage.ru_maxrss / 1024,
+                  peak_rss_mib=result.pop("own_peak_rss_mib", usage.ru_maxrss / 1024),
                   cpu_seconds=usage.ru_utime + usage.ru_stime, items_per_s=result["items"] / result["seconds"])
     print(f"  {' '.join(map(str, argv[:1]))} {result}", flush=True)
     return result
@@ -291,7 +308,7 @@ def mode_sizes(args) -> None:
         plot(rows, pathlib.Path(args.json).with_suffix(".png") if args.json else RESULTS / "scale.png")
 
     for n in args.n:
-        sset = scale_set(args, n)
+        sset = scale_set(args, n) if {"train", "score"} & set(args.stages) else None  # ingest reads FITS links
         row = dict(before.get(n, {"n": n}))
         rows.append(row)
         if n <= args.ingest_max and "ingest" in args.stages:
@@ -369,6 +386,74 @@ def mode_workers(args) -> None:
                                 "distinct_files": len(fits_files(args.fits)), "rows": rows}, args.json)
 
 
+def mode_structures(args) -> None:
+    """Bytes per file that one ingestion task's growing structures keep and peak at, on ``--n`` empty files."""
+    import gc
+    import tracemalloc
+
+    from research.data import shards
+
+    n = args.n[0]
+    folder = pathlib.Path(args.work) / "names"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):  # named like the sizes links: f<i>_<real file name>
+        (folder / f"f{i:07d}_dr10spec_BOSS-3586-55181-{i % 1000:04d}.fits").touch()
+    ids = [f"{3000 + i // 640000}-{55000 + (i // 640) % 1000}-{i % 640 + 1:04d}" for i in range(n)]
+    rows = []
+
+    def measure(structure: str, how: str, fn):
+        gc.collect()
+        tracemalloc.start()
+        kept = fn()
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rows.append({"structure": structure, "how": how, "kept_bytes_per_file": current / n,
+                     "peak_bytes_per_file": peak / n})
+        print(f"  {structure}, {how}: kept {current / n:.1f} B/file, peak {peak / n:.1f} B/file", flush=True)
+        return kept
+
+    old = measure("file list", "before: sorted list of Path", lambda: sorted(
+        p for p in folder.iterdir() if p.name.lower().endswith(".fits")))
+    files = measure("file list", "FileList", lambda: shards.FileList.find(folder, (".fits",)))
+    assert list(files) == [str(p) for p in old]
+    del old
+
+    def old_seen():
+        seen = {}
+        for i, sid in enumerate(ids):
+            seen[sid.encode().decode()] = files[i].rpartition("/")[2]  # the row's id and file: strings of their own
+        return seen
+
+    def new_seen():
+        seen = shards.IdIndex()
+        for i, sid in enumerate(ids):
+            seen[sid] = i
+        return seen
+
+    measure("duplicate index (every file a new id)", "before: dict id -> file name", old_seen)
+    measure("duplicate index (every file a new id)", "IdIndex: id hash -> file index", new_seen)
+
+    def skip(i):  # a duplicate, as in the sizes links (every file past the first cycle)
+        return {"file": files[i].rpartition("/")[2],  # (not Path: it interns names, a fixed ~0.4 MB)
+                "reason": f"{files[i]}: duplicate of f{i % 46:07d}_dr10spec_BOSS-3586-55181-0002.fits "
+                          "(same plate-mjd-fiber 3586-55181-0002)"}
+
+    def old_skips():
+        skipped = [skip(i) for i in range(n)]
+        text = (json.dumps({"task": 0, "skipped": skipped}) + "\n").encode()  # the report, written whole
+        return skipped, text
+
+    def new_skips():
+        skipped = shards.SkipList(args.work, "report")
+        for i in range(n):
+            skipped.append(skip(i))
+        return shards.write_report(pathlib.Path(args.work) / "report.json", {"task": 0, "skipped": skipped})
+
+    measure("skipped files (every file skipped) + task report", "before: list of dicts, json.dumps", old_skips)
+    measure("skipped files (every file skipped) + task report", "SkipList spooled, report streamed", new_skips)
+    save("scale_structures.json", {"meta": meta(args), "n": n, "rows": rows}, args.json)
+
+
 # ---- report --------------------------------------------------------------------------------------
 STAGES = (("ingest", "ingest (FITS, 1 worker)"), ("train_stream", "train, streamed steps"),
           ("score", "score + regions, streamed"))
@@ -411,7 +496,9 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
     if sizes:
         runs = sizes.get("earlier_runs", []) + [sizes["meta"]]
         out += ["**Against N** (" + "; then ".join(f"`{_command(m)}` on {_load_text(m)}" for m in runs)
-                + "). Each stage is its own process (wall, CPU and peak RSS from `wait4`). "
+                + "). Each stage is its own process (wall and CPU from `wait4`; peak RSS its own `VmHWM` where the row has "
+                "`wait4_peak_rss_mib` in the JSON, else `wait4`'s, which also counts the measuring parent's pages at "
+                "the fork: ~200 MiB once it has imported JAX, above an ingestion, below training and scoring). "
                 f"Training: {sizes['steps']} streamed steps of batch {sizes['batch']} after a compiled warm-up "
                 "chunk, the same work at every N, so its time and memory compare across N. Scoring: every "
                 "record, window-rule regions, Parquet out.", "",
@@ -430,6 +517,7 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
                 (n0, a), (n1, b) = pts[0], pts[-1]
                 out.append(f"- {label}: peak RSS {a['peak_rss_mib']:.0f} → {b['peak_rss_mib']:.0f} MiB "
                            f"({b['peak_rss_mib'] / a['peak_rss_mib']:.2f}×) from N = {n0:,} to {n1:,}.")
+        out += ingest_growth(sizes["rows"], results)
         out += ["", "Items/s of different rows were measured at different loads (see the load averages above) "
                 "and do not compare; peak RSS does not depend on the load."]
         if (RESULTS / "scale.png").is_file():
@@ -474,6 +562,41 @@ def markdown(results: pathlib.Path = RESULTS) -> str:
                 "cores: `python -m bench.scale workers --fits ../shared/data/sdss ../shared/data/sdss_extra "
                 "--files 4000 --workers 1 2 4 8 16`.", ""]
     return "\n".join(out).rstrip("\n")
+
+
+def ingest_growth(rows: list[dict], results: pathlib.Path = RESULTS) -> list[str]:
+    """What an ingestion task keeps per file (``scale_structures.json``) and the peak RSS at N = 10^6 extrapolated
+    from the two largest N ingested."""
+    out = []
+    path = results / "scale_structures.json"
+    if path.is_file():
+        st = json.loads(path.read_text())
+        out += ["", f"**What one ingestion task keeps per input file** (`{_command(st['meta'])}`; tracemalloc on "
+                f"{st['n']:,} empty files named like the links above; {st['meta']['date']}, commit "
+                f"{st['meta']['commit']}): each structure now, and as the task held it before.", "",
+                "| structure | held as | kept (bytes/file) | peak (bytes/file) |", "|---|---|---|---|"]
+        out += [f"| {r['structure']} | {r['how']} | {r['kept_bytes_per_file']:.1f} | {r['peak_bytes_per_file']:.1f} |"
+                for r in st["rows"]]
+    pts = sorted((row["n"], row["ingest"]["peak_rss_mib"]) for row in rows if "ingest" in row)
+    if len(pts) > 1:
+        (n0, a), (n1, b) = pts[-2], pts[-1]
+        slope = (b - a) / (n1 - n0)  # MiB per file
+        at_1e6 = b + slope * (10**6 - n1)
+        base = dict(pts).get(10**4)
+        ratio = (lambda mib: f" ({mib / base:.2f}× N = 10^4; target ≤ 1.5×)" if base else "")
+        out += ["", f"Ingestion peak RSS grows {slope * 2**20:.0f} bytes per file from N = {n0:,} to {n1:,} "
+                f"({a:.0f} → {b:.0f} MiB). **Extrapolated, not measured** (10^6 FITS files take hours a core "
+                f"here): {at_1e6:.0f} MiB at N = 10^6{ratio(at_1e6)} if that slope held."]
+        lists = [r for r in (json.loads(path.read_text())["rows"] if path.is_file() else [])
+                 if r["how"] == "FileList"]
+        if lists:
+            kept = lists[0]["kept_bytes_per_file"]
+            at = b + kept * (10**6 - n1) / 2**20
+            out[-1] += (f" Of the task's structures only the file list still grows with N here ({kept:.0f} bytes a "
+                        f"file: the link names' length); if only it grew: {at:.0f} MiB{ratio(at)}, also "
+                        "extrapolated. With every file a new spectrum (real data, not these links) the duplicate "
+                        "index adds its 16-32 bytes an id.")
+    return out
 
 
 def plot(rows, path=RESULTS / "scale.png") -> None:
@@ -531,6 +654,8 @@ def main() -> None:
     s.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     s.add_argument("--work", default=None)
     s.add_argument("--json", default=None)
+    s = sub.add_parser("structures", help="bytes per file of an ingestion task's growing structures (tracemalloc)")
+    common(s, [100000])
     s = sub.add_parser("stage")  # internal: one measured stage in its own process
     s.add_argument("stage", choices=("make", "ingest", "train", "score"))
     s.add_argument("--n", type=int, default=0)
@@ -549,11 +674,12 @@ def main() -> None:
             return
         args.fits = args.fits or DEFAULT_FITS
         fn = {"ingest": stage_ingest, "train": stage_train, "score": stage_score}[args.stage]
-        print(PREFIX + json.dumps(fn(args)), flush=True)
+        print(PREFIX + json.dumps({**fn(args), "own_peak_rss_mib": own_peak_rss_mib()}), flush=True)
         return
     args.load = list(os.getloadavg())
     args.work = args.work or tempfile.mkdtemp(prefix="scale_")
-    {"sizes": mode_sizes, "compare": mode_compare, "workers": mode_workers}[args.mode](args)
+    {"sizes": mode_sizes, "compare": mode_compare, "workers": mode_workers,
+     "structures": mode_structures}[args.mode](args)
 
 
 if __name__ == "__main__":

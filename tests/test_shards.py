@@ -92,8 +92,10 @@ def test_bad_files_are_skipped_and_listed_per_task_and_in_the_manifest(sdss_dir,
     r0 = sdss_shards.ingest_task(folder, tmp_path / "out", wave_range=WAVE, task=0, num_tasks=2)
     r1 = sdss_shards.ingest_task(folder, tmp_path / "out", wave_range=WAVE, task=1, num_tasks=2)
     # sorted names: spec-a, spec-b | truncated, zz_copy, zz_ivar_zero ... split 2 | 3
-    assert (r0["n_ingested"], r0["n_skipped"]) == (2, 0)
-    assert {s["file"] for s in r1["skipped"]} == {"truncated.fits", "zz_ivar_zero.fits"}
+    saved = json.loads((tmp_path / "out" / "task-00001-of-00002.json").read_text())
+    assert (r0["n_ingested"], r0["n_skipped"]) == (2, 0) and "skipped" not in r1  # the list: in the report file
+    assert {s["file"] for s in saved["skipped"]} == {"truncated.fits", "zz_ivar_zero.fits"}
+    assert saved["n_skipped"] == r1["n_skipped"] == 2
     assert r1["n_ingested"] == 1  # the copy: a duplicate only across tasks, caught by the merge
     manifest = shards.merge(tmp_path / "out")
     reasons = {s["file"]: s["reason"] for s in manifest["skipped"]}
@@ -102,8 +104,55 @@ def test_bad_files_are_skipped_and_listed_per_task_and_in_the_manifest(sdss_dir,
     assert "masked" in reasons["zz_ivar_zero.fits"] and "duplicate" in reasons["zz_copy.fits"]
     assert all(r.startswith(str(folder / f)) or r.startswith(f) for f, r in reasons.items())
     assert len(shards.Shards(tmp_path / "out")) == 2
-    saved = json.loads((tmp_path / "out" / "task-00001-of-00002.json").read_text())
-    assert saved["skipped"] == r1["skipped"]
+    assert not list((tmp_path / "out").glob("*.partial"))  # the skip spools are gone
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_duplicate_in_a_task_names_the_earlier_file_by_its_index(sdss_dir, tmp_path, workers):
+    """Duplicates are found by a 64-bit hash of the id (:class:`shards.IdIndex`) that keeps the earlier file's
+    index, not its path: the message still names that file, and only the copy is skipped."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted(sdss_dir.glob("spec-*.fits"))[:3]
+    for p in good:
+        shutil.copy(p, folder / p.name)
+    shutil.copy(good[1], folder / "zz_copy.fits")  # sorts last: a copy of the middle file
+    report = sdss_shards.ingest_task(folder, tmp_path / "out", wave_range=WAVE, workers=workers)
+    saved = json.loads((tmp_path / "out" / "task-00000-of-00001.json").read_text())
+    sid = sdss_fitsio.read_spectrum(good[1]).id
+    assert (report["n_ingested"], report["n_skipped"]) == (3, 1)
+    assert saved["skipped"] == [{"file": "zz_copy.fits", "reason": f"{folder / 'zz_copy.fits'}: duplicate of "
+                                 f"{good[1].name} (same plate-mjd-fiber {sid})"}]
+
+
+@pytest.mark.data("sdss_extra")
+def test_file_list_and_id_index_hold_what_the_lists_and_dicts_held(sdss_dir, data_dir):
+    for folder in (sdss_dir, data_dir / "sdss_extra"):
+        files = shards.FileList.find(folder, sdss_fits.FITS_SUFFIXES)
+        assert list(files) == [str(p) for p in sdss_fits.find_files(folder)] and files[-1] == files[len(files) - 1]
+    both = shards.FileList.join([shards.FileList.find(str(sdss_dir) + "/", sdss_fits.FITS_SUFFIXES),
+                                 shards.FileList.find([sdss_dir / "SOURCE.txt", "x.fits"], ())])
+    assert len(both) == 48 and both[0] == str(sorted(sdss_dir.glob("*.fits"))[0]) and both[46:] == [
+        str(sdss_dir / "SOURCE.txt"), "x.fits"]
+    ids = [f"{p}-{m}-{f:04d}" for p in range(3000, 3010) for m in (55000, 55001) for f in range(1, 301)]
+    index = shards.IdIndex(capacity=8)  # grows 8 -> 8192 slots
+    for i, sid in enumerate(ids):
+        index[sid] = i
+    index[ids[5]] = 7  # overwritten, as a dict
+    assert len(index) == len(ids) and [index.get(s) for s in ids[:5]] == list(range(5)) and index.get(ids[5]) == 7
+    assert index.get(ids[-1]) == len(ids) - 1 and "3000-55000-0000" not in index and index.get("x", -1) == -1
+
+
+def test_the_task_report_streams_its_skip_list_as_json_dumps_would_write_it(tmp_path):
+    for n in (0, 1, 3):
+        skips = shards.SkipList(tmp_path, f"t{n}")
+        entries = [{"file": f"f{i}.fits", "reason": f"f{i}.fits: \"odd\" name \u00e9"} for i in range(n)]
+        for e in entries:
+            skips.append(e)
+        report = {"task": 0, "n_skipped": n, "skipped": skips, "grid": {"loglam": [3.5, 3.6]}}
+        back = shards.write_report(tmp_path / f"t{n}.json", report)
+        assert (tmp_path / f"t{n}.json").read_text() == json.dumps({**report, "skipped": entries}) + "\n"
+        assert back == {"task": 0, "n_skipped": n, "grid": {"loglam": [3.5, 3.6]}} and not skips.path.exists()
 
 
 def test_merge_refuses_missing_tasks_and_mixed_grids(sdss_dir, tmp_path):

@@ -140,7 +140,8 @@ def test_rf_bad_captures_are_skipped_and_reported_not_fatal(iq_dir, tmp_path):
 
 def test_rf_device_pattern_names_devices_and_skips_unmatched_captures(iq_dir, tmp_path):
     folder = _small_iq(iq_dir, tmp_path / "iq")
-    report = rf_shards.ingest_task(folder, tmp_path / "s", device_pattern=r"(?P<device>[a-z]+)")
+    rf_shards.ingest_task(folder, tmp_path / "s", device_pattern=r"(?P<device>[a-z]+)")
+    report = json.loads((tmp_path / "s" / "task-00000-of-00001.json").read_text())
     assert [s["file"] for s in report["skipped"]] == ["cc1101.complex"]
     assert "does not match data.device_pattern" in report["skipped"][0]["reason"]
     shards.merge(tmp_path / "s")

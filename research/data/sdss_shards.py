@@ -18,7 +18,6 @@ CLI (``python -m data_prep.sdss --format shards ...``)::
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import pathlib
 import time
@@ -71,13 +70,14 @@ def ingest_task(inputs, out_dir, *, wave_range, task: int = 0, num_tasks: int = 
                 shard_size: int = DEFAULT_SHARD_SIZE, frame: str = "observed", norm: str = "median",
                 norm_window=None, step: float = sdss_fits.LOGLAM_STEP, mask_bits: int | None = None,
                 min_good_fraction: float = 0.1, log=None) -> dict:
-    """Ingests this task's block of files into shards; returns (and writes) the task report."""
+    """Ingests this task's block of files into shards; writes the task report and returns it without the list of
+    skipped files (that is in the report file: :func:`shards.write_report`)."""
     t0 = time.time()
     if wave_range is None:
         raise InputError("--wave-range: required with --format shards (shards ingested apart must share one grid)")
     if workers < 1:
         raise InputError(f"--workers: must be >= 1, got {workers}")
-    files = sdss_fits.find_files(inputs)
+    files = shards.FileList.find(inputs, sdss_fits.FITS_SUFFIXES)
     if not files:
         raise InputError(f"{inputs}: no FITS files (*.fits, *.fit) found")
     block = task_block(len(files), task, num_tasks)
@@ -87,17 +87,17 @@ def ingest_task(inputs, out_dir, *, wave_range, task: int = 0, num_tasks: int = 
                "wave_range": list(wave_range)}
     work = {**options, "grid": grid}
     writer = shards.ShardWriter(out_dir, task, num_tasks, shard_size, grid.size, COLUMNS)
-    skipped, seen = [], {}
-    jobs = (((i, str(files[i])), work) for i in block)
+    skipped, seen = shards.SkipList(out_dir, writer.name), shards.IdIndex()  # id -> file index: flat in the files
+    jobs = (((i, files[i]), work) for i in block)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_read_one, jobs, chunksize=8) if pool else map(_read_one, jobs)
         for done, (status, arrays, row) in enumerate(results, 1):
-            if status == "ok" and row["id"] in seen:
-                status, row = "skip", {"file": row["file"], "reason": f"{pathlib.Path(files[row['file_index']])}: "
-                                       f"duplicate of {seen[row['id']]} (same plate-mjd-fiber {row['id']})"}
+            if status == "ok" and (earlier := seen.get(row["id"])) is not None:
+                status, row = "skip", {"file": row["file"], "reason": f"{files[row['file_index']]}: duplicate of "
+                                       f"{pathlib.PurePath(files[earlier]).name} (same plate-mjd-fiber {row['id']})"}
             if status == "ok":
-                seen[row["id"]] = row["file"]
+                seen[row["id"]] = row["file_index"]
                 writer.add(*arrays, row=row)
             else:
                 skipped.append(row)
@@ -113,10 +113,7 @@ def ingest_task(inputs, out_dir, *, wave_range, task: int = 0, num_tasks: int = 
               "grid": {"n_pixels": int(grid.size), "loglam": grid.tolist(),
                        "wavelength_min": float(10 ** grid[0]), "wavelength_max": float(10 ** grid[-1])},
               "options": options, "workers": workers, "seconds": round(time.time() - t0, 2)}
-    path = pathlib.Path(out_dir) / f"{shards.task_name(task, num_tasks)}.json"
-    path.with_suffix(".partial").write_text(json.dumps(report) + "\n")
-    path.with_suffix(".partial").replace(path)
-    return report
+    return shards.write_report(pathlib.Path(out_dir) / f"{shards.task_name(task, num_tasks)}.json", report)
 
 
 def main(argv=None) -> int:
@@ -136,7 +133,7 @@ def main(argv=None) -> int:
     shards.add_task_options(parser, DEFAULT_SHARD_SIZE, "spectra")
     args = parser.parse_args(argv)
     def ingest(log):
-        inputs = args.input[0] if len(args.input) == 1 else [f for i in args.input for f in sdss_fits.find_files(i)]
+        inputs = shards.FileList.join([shards.FileList.find(i, sdss_fits.FITS_SUFFIXES) for i in args.input])
         return ingest_task(inputs, args.output, wave_range=sdss_fits._pair(args.wave_range),
                            task=args.shard or 0, num_tasks=args.num_shards, workers=args.workers,
                            shard_size=args.shard_size, frame=args.frame, norm=args.norm,

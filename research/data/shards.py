@@ -20,8 +20,10 @@ by worker processes, one or many records per file, written in file order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import os
 import pathlib
 import sys
 import time
@@ -206,11 +208,202 @@ def task_block(n: int, task: int, num_tasks: int) -> range:
     return range(task * n // num_tasks, (task + 1) * n // num_tasks)
 
 
+class FileList(Sequence):
+    """A task's input paths (``str``), held compactly: per folder, its file names as one sorted fixed-width byte
+    array, so a folder of 10^6 files costs about the names' bytes (a list of ``Path`` objects costs ~0.5 kB a
+    file; a task lists all files of the array to find its block).
+
+    :meth:`find` lists a folder in two passes (count, then fill a preallocated array) so listing never holds
+    the names twice; the order is that of ``sorted(Path(folder).iterdir())``.
+    """
+
+    def __init__(self, runs: Sequence[tuple[str, np.ndarray]] = ()):
+        """``runs``: ``(prefix, names)`` pairs; item ``i`` is a run's prefix (its folder and a slash) + name."""
+        runs = [(prefix, names) for prefix, names in runs if len(names)]
+        self._prefixes = [prefix for prefix, _ in runs]
+        self._names = [names for _, names in runs]
+        self._starts = np.cumsum([0] + [len(names) for names in self._names])
+
+    @classmethod
+    def find(cls, inputs, suffixes: Sequence[str]) -> "FileList":
+        """A folder's files ending (case-insensitively) in ``suffixes``, sorted by name; a file alone; or a
+        sequence of file paths as given (a :class:`FileList` as it is)."""
+        if isinstance(inputs, FileList):
+            return inputs
+        if not isinstance(inputs, (str, pathlib.Path)):
+            return cls.join([cls._one(p) for p in inputs])
+        path = pathlib.Path(inputs)
+        if path.is_dir():
+            return cls([(_prefix(path), _listing(path, tuple(suffixes)))])
+        if not path.exists():
+            raise InputError(f"{inputs}: no such file or folder")
+        return cls._one(path)
+
+    @classmethod
+    def _one(cls, path) -> "FileList":
+        text = str(pathlib.Path(path))
+        name = pathlib.PurePath(text).name
+        return cls([(text[: len(text) - len(name)], np.array([os.fsencode(name)]))])
+
+    @classmethod
+    def join(cls, lists: Sequence["FileList"]) -> "FileList":
+        """The lists one after another (consecutive runs of one folder merged)."""
+        runs: list[tuple[str, list]] = []
+        for fl in lists:
+            for prefix, names in zip(fl._prefixes, fl._names):
+                if runs and runs[-1][0] == prefix:
+                    runs[-1][1].append(names)
+                else:
+                    runs.append((prefix, [names]))
+        return cls([(prefix, np.concatenate(parts) if len(parts) > 1 else parts[0]) for prefix, parts in runs])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"file {i} of {len(self)}")
+        i = int(i) % len(self)
+        run = int(np.searchsorted(self._starts, i, "right")) - 1
+        return self._prefixes[run] + os.fsdecode(self._names[run][i - self._starts[run]])
+
+
+def _prefix(folder: pathlib.Path) -> str:
+    text = str(folder)
+    return text if text.endswith("/") else text + "/"
+
+
+def _listing(folder: pathlib.Path, suffixes: tuple[str, ...]) -> np.ndarray:
+    def names():
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.lower().endswith(suffixes):
+                    yield os.fsencode(entry.name)
+
+    count = width = 0
+    for name in names():
+        count, width = count + 1, max(width, len(name))
+    out, i = np.empty(count, f"S{max(width, 1)}"), 0
+    for name in names():
+        if i == count or len(name) > width:
+            break
+        out[i], i = name, i + 1
+    else:
+        if i == count:
+            out.sort()  # in place; bytes order = str order of the names
+            return out
+    raise InputError(f"{folder}: files were added or removed while it was listed; run the task again")
+
+
+class IdIndex:
+    """Record id -> index of the file that held it: a task's duplicate detection in 12 bytes a slot (a 64-bit
+    BLAKE2b hash of the id and a uint32 file index, open addressing, at most 3/4 full), 16-32 bytes an id,
+    instead of a dict of id and path strings (~170 bytes an id). Two different ids share a hash with probability
+    about n^2 / 2^65 (3e-8 at n = 10^6 ids), and would be reported as duplicates."""
+
+    LOAD = 0.75
+
+    def __init__(self, capacity: int = 1024):
+        if capacity < 2 or capacity & (capacity - 1):
+            raise ValueError(f"capacity: a power of two >= 2, got {capacity}")
+        self._keys = np.zeros(capacity, np.uint64)  # 0 = empty slot
+        self._values = np.zeros(capacity, np.uint32)
+        self._n = 0
+
+    @staticmethod
+    def _hash(key) -> int:
+        digest = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        return int.from_bytes(digest, "little") or 1
+
+    def _slot(self, h: int) -> int:
+        mask = len(self._keys) - 1
+        i = h & mask
+        while (k := int(self._keys[i])) and k != h:
+            i = (i + 1) & mask
+        return i
+
+    def __len__(self) -> int:
+        return self._n
+
+    def get(self, key, default=None):
+        i = self._slot(self._hash(key))
+        return int(self._values[i]) if self._keys[i] else default
+
+    def __contains__(self, key) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key, value: int) -> None:
+        h = self._hash(key)
+        i = self._slot(h)
+        if not self._keys[i]:
+            if self._n + 1 > self.LOAD * len(self._keys):
+                self._grow()
+                i = self._slot(h)
+            self._keys[i] = h
+            self._n += 1
+        self._values[i] = value
+
+    def _grow(self) -> None:
+        keys, values = self._keys, self._values
+        self._keys, self._values = np.zeros(2 * len(keys), np.uint64), np.zeros(2 * len(keys), np.uint32)
+        for start in range(0, len(keys), 4096):  # in blocks: no list of every key at once
+            k, v = keys[start:start + 4096], values[start:start + 4096]
+            for h, value in zip(k[k != 0].tolist(), v[k != 0].tolist()):
+                i = self._slot(h)
+                self._keys[i], self._values[i] = h, value
+
+
+class SkipList:
+    """The files a task skipped, spooled to ``<task>.skipped.partial`` (one JSON line each) as they come instead
+    of held in memory (~0.5 kB a file as dicts); :func:`write_report` streams them into the task report."""
+
+    def __init__(self, folder, name: str):
+        self.path = pathlib.Path(folder) / f"{name}.skipped.partial"
+        self._file = open(self.path, "w")
+        self.n = 0
+
+    def append(self, entry: dict) -> None:
+        self._file.write(json.dumps(entry) + "\n")
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_report(path, report: dict) -> dict:
+    """Writes ``report`` as one line of JSON (what ``json.dumps(report)`` gives) to ``path``, atomically, with
+    the entries of its :class:`SkipList` ``skipped`` streamed from its spool file; returns the report without
+    ``skipped`` (the list is in the file: held in memory it would grow with the number of skipped files)."""
+    path = pathlib.Path(path)
+    skips = report["skipped"]
+    skips.close()
+    with open(path.with_suffix(".partial"), "w") as out:
+        for n, (key, value) in enumerate(report.items()):
+            out.write(("{" if n == 0 else ", ") + json.dumps(key) + ": ")
+            if key != "skipped":
+                out.write(json.dumps(value))
+                continue
+            out.write("[")
+            with open(skips.path) as spool:
+                for m, line in enumerate(spool):
+                    out.write((", " if m else "") + line.rstrip("\n"))
+            out.write("]")
+        out.write("}\n")
+    path.with_suffix(".partial").replace(path)
+    skips.path.unlink()
+    return {k: v for k, v in report.items() if k != "skipped"}
+
+
 def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: dict, options: dict, dataset: str,
                  columns: Sequence[str], column_types: dict | None = None, layout: str = "x", task: int = 0,
                  num_tasks: int = 1, workers: int = 1, shard_size: int = 1024, log=None) -> dict:
-    """Task ``task`` of ``num_tasks``: its block of ``files`` (:func:`task_block`) into shards; returns (and
-    writes) the task report.
+    """Task ``task`` of ``num_tasks``: its block of ``files`` (:func:`task_block`) into shards; writes the task
+    report and returns it without the list of skipped files (:func:`write_report`).
 
     ``read((index, path), work)`` (module level, so it pickles to the ``workers`` processes) returns
     ``("ok", [(arrays, row), ...])`` (one or many records of a file, each row with an ``id``) or
@@ -223,7 +416,7 @@ def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: 
         raise InputError(f"--workers: must be >= 1, got {workers}")
     block = task_block(len(files), task, num_tasks)
     writer = ShardWriter(out_dir, task, num_tasks, shard_size, int(grid["n_pixels"]), columns, layout, column_types)
-    skipped, seen = [], {}
+    skipped, seen = SkipList(out_dir, writer.name), IdIndex()  # id -> file index: memory flat in the files
     jobs = (((i, str(files[i])), work) for i in block)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
@@ -231,10 +424,11 @@ def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: 
         for done, (i, (status, out)) in enumerate(zip(block, results), 1):
             path = pathlib.Path(files[i])
             if status == "ok" and (dup := next((r["id"] for _, r in out if r["id"] in seen), None)) is not None:
-                status, out = "skip", f"{path}: duplicate of {seen[dup]} (same id {dup})"
+                earlier = pathlib.Path(files[seen.get(dup)])
+                status, out = "skip", f"{path}: duplicate of {earlier} (same id {dup})"
             if status == "ok":
                 for arrays, row in out:
-                    seen[row["id"]] = str(path)
+                    seen[row["id"]] = i
                     writer.add(*arrays, row=row)
             else:
                 skipped.append({"file": path.name, "reason": out})
@@ -248,10 +442,7 @@ def ingest_files(files: Sequence, out_dir, read: Callable, work: dict, *, grid: 
     report = {"task": task, "num_tasks": num_tasks, "dataset": dataset, "layout": layout, "n_files": len(block),
               "n_ingested": writer.n_records, "n_skipped": len(skipped), "skipped": skipped, "shards": writer.shards,
               "grid": grid, "options": options, "workers": workers, "seconds": round(time.time() - t0, 2)}
-    path = pathlib.Path(out_dir) / f"{task_name(task, num_tasks)}.json"
-    path.with_suffix(".partial").write_text(json.dumps(report) + "\n")
-    path.with_suffix(".partial").replace(path)
-    return report
+    return write_report(pathlib.Path(out_dir) / f"{task_name(task, num_tasks)}.json", report)
 
 
 def _kind(report: dict) -> tuple[str, str]:
