@@ -1,5 +1,6 @@
 """Reading a finished run back for comparisons: its final train state from the ``latest`` checkpoint."""
 
+import json
 import pathlib
 
 import jax
@@ -39,3 +40,13 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
         name = jax.tree_util.keystr(path)
         assert x.dtype == y.dtype and x.shape == y.shape, name
         assert np.array_equal(x, y), f"{name} differs (max {np.max(np.abs(x - y))})"
+
+
+def allreduce_tolerance(run_dir) -> float:
+    """How far a data-parallel run's parameters may be from one process's: an all-reduce sums the gradient
+    in another order, and Adam divides it by its own running size, so where a gradient is near zero that
+    rounding moves a step by a visible part of the learning rate (1.5e-5 after 4 steps at lr 2e-3 on one
+    machine, under 1e-5 on another). The bound is 1% of lr x steps, the most Adam moves a parameter."""
+    run_dir = pathlib.Path(run_dir)
+    lr = json.loads((run_dir / "config.json").read_text())["train"]["learning_rate"]
+    return 0.01 * lr * int(np.asarray(final_state(run_dir)["step"]).reshape(-1)[0])
