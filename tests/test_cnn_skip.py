@@ -42,6 +42,7 @@ def test_skip_levels_choose_which_resolutions_are_concatenated():
     assert [coarse[f"dec_{i}"]["kernel"].shape[1] for i in range(3)] == [16, 16, 16 + 16]
 
 
+@pytest.mark.slow
 def test_masked_pixels_contribute_nothing_on_real_spectra(data_dir):
     from research.data import sdss_fits as sdss
 
@@ -78,6 +79,7 @@ def test_masked_pixels_contribute_nothing_on_real_spectra(data_dir):
         pytest.approx(float(losses.per_sample(flux, recon, mask, weights)[1]))
 
 
+@pytest.mark.slow
 def test_trains_on_another_1d_dataset(ecg_dir):
     import ml_collections
     from research.data.ecg5000 import read_ucr

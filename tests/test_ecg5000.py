@@ -26,6 +26,7 @@ def _assert_one_line_error(proc, *fragments):
         assert frag in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.data("ecg5000")
 def test_real_run_with_overrides_writes_everything(tmp_path):
     proc = run_cli(["--config=" + DENSE, "--config.train.epochs=30", f"--config.run.root={tmp_path}",

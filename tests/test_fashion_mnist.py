@@ -114,6 +114,7 @@ def test_one_class_mode_loader(fm_dir, test_split):
 
 @pytest.mark.parametrize("shape, latent", [((2, 28, 28), 8), ((2, 27, 31), 8), ((3, 27, 31, 3), None),
                                            ((1, 5, 7), 4)])
+@pytest.mark.slow
 def test_conv2d_shapes(shape, latent):
     model = build_model({"name": "conv2d", "features": (4, 8), "latent_dim": latent, "output_activation": "sigmoid"})
     x = jax.random.uniform(jax.random.key(0), shape)

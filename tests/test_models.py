@@ -25,6 +25,7 @@ def test_fashion_mnist_seed_model_is_784_64_784():
     assert params["output"]["kernel"].shape == (64, 784)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [140, 137, 101, 4000])
 @pytest.mark.parametrize("latent", [16, None])
 def test_conv1d_any_length_is_padded_and_cropped(length, latent):
@@ -38,6 +39,7 @@ def test_conv1d_any_length_is_padded_and_cropped(length, latent):
     assert float(jnp.abs(grad[:, -1]).sum()) > 0
 
 
+@pytest.mark.slow
 def test_conv1d_multichannel():
     model = build_model({"name": "conv1d", "features": (8, 16)})
     x = jnp.ones((3, 99, 2))

@@ -161,6 +161,7 @@ def _cfg(**kw):
     return ml_collections.ConfigDict(base)
 
 
+@pytest.mark.slow
 def test_loader_split_folder_and_zip(tmp_path):
     ds = rf_data.load(_cfg())
     ids = ds.test_ids

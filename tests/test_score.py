@@ -286,6 +286,7 @@ def _idx(path, images):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.data("fashion_mnist")
 def test_fashion_test_file_scores_exactly_as_the_run_did(fashion_run, data_dir):
     before = _hashes(fashion_run)

@@ -288,6 +288,7 @@ def test_ids_come_from_the_file_not_its_name(extra_dir, tmp_path):
     assert sdss.read_spectrum(tmp_path / "x.fits").id == f"objid-{objid}" == "objid-1889-1-2-76-152"
 
 
+@pytest.mark.slow
 def test_both_folders_in_one_ingest_keep_every_readable_spectrum(sdss_dir, extra_dir, tmp_path):
     import ml_collections
     from research.data import sdss as loader
