@@ -149,12 +149,10 @@ def regions_params(config) -> dict | None:
         return None
     cfg = dict(config.get("regions") or {})
     method = check_method(cfg.get("method") or "window")
-    return {"method": method, "detrend_width": int(cfg.get("detrend_width") or 0),
-            "noise_width": int(cfg.get("noise_width") or 0),
-            "model_error_quantile": float(cfg.get("model_error_quantile") or 0),
-            "relative_error": float(cfg.get("relative_error") or 0),
-            "line_tolerance": float(cfg.get("line_tolerance") or 0),
-            "line_halfwidth": float(cfg.get("line_halfwidth") or 6.0), **params_of(method, cfg)}
+    from research.analyses.sdss_regions import preprocess_settings  # lazily, as MODEL_ERROR_FILE below
+
+    return {"method": method, "model_error_quantile": float(cfg.get("model_error_quantile") or 0),
+            **preprocess_settings(cfg), **params_of(method, cfg)}
 
 
 def calibrated_model_error(config, ds, rows, trainer, params, rundir) -> np.ndarray:

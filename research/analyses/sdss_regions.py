@@ -95,6 +95,12 @@ def check(config) -> str:
     return method
 
 
+def preprocess_settings(cfg) -> dict:
+    """The residual-preprocessing keys of ``config.regions`` (:data:`~research.regions.residuals.PREPROCESS_KEYS`
+    but ``model_sigma``, which comes from the calibration, not the config)."""
+    return {k: cfg.get(k) for k in PREPROCESS_KEYS if k != "model_sigma"}
+
+
 def find_regions(config, x, recon, mask, ivar, axis, model_sigma=None):
     """The regions the configured detector finds in spectra ``x`` against their reconstructions
     (unscaled), with the reconstruction and ivar it compared them with; ``research.load_run`` uses this too.
@@ -108,7 +114,7 @@ def find_regions(config, x, recon, mask, ivar, axis, model_sigma=None):
                          f"training spectra ({MODEL_ERROR_FILE} of a run trained with it; 0 = off)")
     # baseline-corrected reconstruction (smooth misfit removed), model error and local noise scale (all
     # off at 0); the figures show this reconstruction, the one the detector compares with
-    pre, _ = split_settings({k: cfg.get(k) for k in PREPROCESS_KEYS if k != "model_sigma"})
+    pre, _ = split_settings(preprocess_settings(cfg))
     recon, ivar = preprocess(x, recon, mask, ivar, axis=axis, **pre,
                              model_sigma=model_sigma if cfg.get("model_error_quantile") else None)
     return detect(x, recon, mask, axis, method=method, ivar=ivar, **params_of(method, cfg)), recon, ivar

@@ -53,7 +53,8 @@ def recording_spectrum(path, *, pattern: str, n_fft: int, n_bins: int, sample_ra
     m = rx.fullmatch(path.stem)
     if m is None:
         raise InputError(f"{path}: name does not match --pattern {rx.pattern!r}")
-    return audible_spectrum(path, n_fft, n_bins, sample_rate).astype(np.float32), {"id": path.stem, "file": str(path), **m.groupdict()}
+    spectrum = audible_spectrum(path, n_fft, n_bins, sample_rate).astype(np.float32)
+    return spectrum, {"id": path.stem, "file": str(path), **m.groupdict()}
 
 
 def recording_records(path, **options) -> list:

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from research.errors import InputError
+from research.regions.lines import near_lines
 from research.scoring import MAD_TO_SIGMA
 
 
@@ -148,10 +149,7 @@ def relative_error(recon, mask=None, fraction: float = 0.0, width: int = CONTINU
 def line_error(original, mask, near, fraction: float, width: int = CONTINUUM_WIDTH) -> np.ndarray:
     """``fraction * |original - running_median(original, width)|`` at the pixels ``near`` a known line
     (bool, ``(L,)`` or the shape of ``original``), 0 elsewhere (flux units)."""
-    original = np.asarray(original, np.float64)
-    good = np.isfinite(original) if mask is None else np.asarray(mask, bool) & np.isfinite(original)
-    values = np.where(good, original, 0.0)
-    return float(fraction) * np.abs(values - running_median(values, good, width)) * np.asarray(near, bool)
+    return relative_error(original, mask, fraction, width) * np.asarray(near, bool)
 
 
 PREPROCESS_KEYS = {  # detector-settings key -> preprocess() keyword
@@ -184,8 +182,6 @@ def preprocess(original, recon, mask=None, ivar=None, detrend_width: int | None 
             raise InputError(f"config key regions.relative_error: must be >= 0, got {relative}")
         ivar = with_model_error(ivar, relative_error(recon, mask, relative))
     if line_tolerance and ivar is not None:
-        from research.regions.lines import near_lines
-
         if line_tolerance < 0:
             raise InputError(f"config key regions.line_tolerance: must be >= 0, got {line_tolerance}")
         if axis is None:
