@@ -1,6 +1,7 @@
 """Sharded SDSS ingestion on the real FITS files: fast reader, round trip, tasks + merge, bad files, CLI."""
 
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -30,13 +31,45 @@ def one_task(sdss_dir, tmp_path_factory):
     return report, shards.Shards(out)
 
 
-def test_fitsio_reader_equals_the_astropy_reader_on_every_file(sdss_dir):
-    for path in sdss_fits.find_files(sdss_dir):
+def assert_fast_reader_equals_astropy(paths):
+    for path in paths:
         a, b = sdss_fits.read_spectrum(path), sdss_fitsio.read_spectrum(path)
         for k in ("loglam", "flux", "ivar", "bad"):
             assert getattr(a, k).dtype == getattr(b, k).dtype and np.array_equal(getattr(a, k), getattr(b, k)), k
-        assert a.meta == b.meta or all(a.meta[k] == b.meta[k] or (a.meta[k] != a.meta[k] and b.meta[k] != b.meta[k])
-                                       for k in a.meta), path.name
+        for k in a.meta:  # same values and Python types (NaN = NaN)
+            assert type(a.meta[k]) is type(b.meta[k]), (path.name, k)
+            assert a.meta[k] == b.meta[k] or (a.meta[k] != a.meta[k] and b.meta[k] != b.meta[k]), (path.name, k)
+        assert a.meta.keys() == b.meta.keys()
+
+
+def test_fast_reader_equals_the_astropy_reader_on_every_file(sdss_dir):
+    assert_fast_reader_equals_astropy(sdss_fits.find_files(sdss_dir))
+
+
+@pytest.mark.slow
+@pytest.mark.data("sdss_extra")
+def test_fast_reader_equals_the_astropy_reader_on_the_odd_files(data_dir):
+    assert_fast_reader_equals_astropy(sdss_fits.find_files(data_dir / "sdss_extra"))
+
+
+@pytest.mark.data("sdss_extra")
+def test_fast_reader_reads_plain_files_without_the_astropy_fallback(sdss_dir, data_dir, monkeypatch):
+    """The equality above would also hold if every file fell back to astropy (5-8x slower): with the fallback
+    gone, every spec file with named HDUs and the spSpec file still read; only the three whose HDUs have no
+    EXTNAME need it."""
+    def no_fallback(path, mask_bits=None):
+        raise AssertionError(f"fell back to astropy: {path}")
+
+    monkeypatch.setattr(sdss_fitsio.sdss_fits, "read_spectrum", no_fallback)
+    unnamed, read = [], 0
+    for path in sdss_fits.find_files(sdss_dir) + sdss_fits.find_files(data_dir / "sdss_extra"):
+        try:
+            read += sdss_fitsio.read_spectrum(path).flux.size > 0
+        except AssertionError:
+            with fits.open(path) as hdul:
+                assert not any(h.name for h in hdul[1:]), path.name  # only tables without EXTNAME fall back
+            unnamed.append(path.name)
+    assert read == 173 and len(unnamed) == 3
 
 
 def test_shards_round_trip_the_npz_ingestion_bit_for_bit(sdss_dir, one_task, tmp_path):
@@ -130,6 +163,7 @@ def test_file_list_and_id_index_hold_what_the_lists_and_dicts_held(sdss_dir, dat
     for folder in (sdss_dir, data_dir / "sdss_extra"):
         files = shards.FileList.find(folder, sdss_fits.FITS_SUFFIXES)
         assert list(files) == [str(p) for p in sdss_fits.find_files(folder)] and files[-1] == files[len(files) - 1]
+    assert all(isinstance(a, np.ndarray) for a in files._names)  # small folders: in memory
     both = shards.FileList.join([shards.FileList.find(str(sdss_dir) + "/", sdss_fits.FITS_SUFFIXES),
                                  shards.FileList.find([sdss_dir / "SOURCE.txt", "x.fits"], ())])
     assert len(both) == 48 and both[0] == str(sorted(sdss_dir.glob("*.fits"))[0]) and both[46:] == [
@@ -141,6 +175,33 @@ def test_file_list_and_id_index_hold_what_the_lists_and_dicts_held(sdss_dir, dat
     index[ids[5]] = 7  # overwritten, as a dict
     assert len(index) == len(ids) and [index.get(s) for s in ids[:5]] == list(range(5)) and index.get(ids[5]) == 7
     assert index.get(ids[-1]) == len(ids) - 1 and "3000-55000-0000" not in index and index.get("x", -1) == -1
+
+
+@pytest.mark.data("sdss_extra")
+def test_a_large_folder_is_listed_sorted_on_disk_as_in_memory(data_dir, tmp_path, monkeypatch):
+    """Past ``LIST_IN_MEMORY`` names a folder is sorted in runs on disk and merged (here runs of 7 of the 130 odd
+    names and of 1,000 made-up ones of mixed lengths): the same list, and a task ingests the same block."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in rng.permutation(1000):
+        (folder / f"{'ab'[i % 2]}{i * 7919 % 1000:0{1 + i % 5}d}.fits").touch()
+    (folder / "notes.txt").touch()
+    extra = data_dir / "sdss_extra"
+    in_memory = [list(shards.FileList.find(f, sdss_fits.FITS_SUFFIXES)) for f in (folder, extra)]
+    monkeypatch.setattr(shards, "LIST_IN_MEMORY", 7)
+    on_disk = [shards.FileList.find(f, sdss_fits.FITS_SUFFIXES) for f in (folder, extra)]
+    assert all(isinstance(f._names[0], shards.DiskNames) for f in on_disk)
+    assert [list(f) for f in on_disk] == in_memory and in_memory[1] == [str(p) for p in sdss_fits.find_files(extra)]
+    assert len(on_disk[0]) == 1000 and on_disk[0][-1] == in_memory[0][-1] and on_disk[1][5] == in_memory[1][5]
+    both = shards.FileList.join(on_disk + [shards.FileList.find(extra / "SOURCE.txt", ())])
+    assert list(both) == in_memory[0] + in_memory[1] + [str(extra / "SOURCE.txt")]
+    report = sdss_shards.ingest_task(extra, tmp_path / "out", wave_range=WAVE, task=1, num_tasks=20)
+    n = len(shards.task_block(len(in_memory[1]), 1, 20))  # files 6-12 of 130
+    assert report["n_files"] == n == 7 and report["n_ingested"] + report["n_skipped"] == n
+    ingested = pq.read_table(tmp_path / "out" / "task-00001-of-00020.parquet").column("file").to_pylist()
+    skipped = [s["file"] for s in json.loads((tmp_path / "out" / "task-00001-of-00020.json").read_text())["skipped"]]
+    assert sorted(ingested + skipped) == [pathlib.Path(p).name for p in in_memory[1][6:13]]
 
 
 def test_the_task_report_streams_its_skip_list_as_json_dumps_would_write_it(tmp_path):

@@ -209,12 +209,14 @@ def task_block(n: int, task: int, num_tasks: int) -> range:
 
 
 class FileList(Sequence):
-    """A task's input paths (``str``), held compactly: per folder, its file names as one sorted fixed-width byte
-    array, so a folder of 10^6 files costs about the names' bytes (a list of ``Path`` objects costs ~0.5 kB a
-    file; a task lists all files of the array to find its block).
+    """A task's input paths (``str``), held compactly: per folder, its file names sorted, fixed-width, as one byte
+    array in memory, or, past :data:`LIST_IN_MEMORY` names, in an unnamed temporary file read one name at a time
+    (a list of ``Path`` objects costs ~0.5 kB a file; a task lists all files of the array to find its block, so
+    10^6 names in memory would be 25-45 MB of an ingestion task's ~100 MB).
 
-    :meth:`find` lists a folder in two passes (count, then fill a preallocated array) so listing never holds
-    the names twice; the order is that of ``sorted(Path(folder).iterdir())``.
+    :meth:`find` lists a folder in two passes (count, then fill) so listing never holds the names twice; a large
+    folder is sorted on disk (sorted runs of :data:`LIST_IN_MEMORY` names, then merged). The order is that of
+    ``sorted(Path(folder).iterdir())``.
     """
 
     def __init__(self, runs: Sequence[tuple[str, np.ndarray]] = ()):
@@ -251,7 +253,7 @@ class FileList(Sequence):
         runs: list[tuple[str, list]] = []
         for fl in lists:
             for prefix, names in zip(fl._prefixes, fl._names):
-                if runs and runs[-1][0] == prefix:
+                if runs and runs[-1][0] == prefix and all(isinstance(a, np.ndarray) for a in (runs[-1][1][-1], names)):
                     runs[-1][1].append(names)
                 else:
                     runs.append((prefix, [names]))
@@ -275,26 +277,79 @@ def _prefix(folder: pathlib.Path) -> str:
     return text if text.endswith("/") else text + "/"
 
 
-def _listing(folder: pathlib.Path, suffixes: tuple[str, ...]) -> np.ndarray:
+LIST_IN_MEMORY = 1 << 16  # names of a folder listing held in memory; a larger folder is sorted on disk
+
+
+class DiskNames:
+    """Sorted fixed-width names in an unnamed temporary file (deleted when closed), read one at a time with
+    ``pread``: no page of it stays mapped, so a task's memory does not grow with the number of files."""
+
+    def __init__(self, file, count: int, width: int):
+        self.file, self.count, self.width = file, count, width
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> bytes:
+        return os.pread(self.file.fileno(), self.width, int(i) * self.width).rstrip(b"\0")
+
+
+def _records(file, start: int, count: int, width: int, block: int = 4096):
+    """The ``count`` fixed-width names from record ``start`` of ``file``, read ``block`` at a time."""
+    for first in range(start, start + count, block):
+        n = min(block, start + count - first)
+        yield from np.frombuffer(os.pread(file.fileno(), n * width, first * width), f"S{width}").tolist()
+
+
+def _listing(folder: pathlib.Path, suffixes: tuple[str, ...], in_memory: int | None = None):
+    """The names in ``folder`` ending in ``suffixes``, sorted: a byte array, or :class:`DiskNames` past
+    ``in_memory`` (default :data:`LIST_IN_MEMORY`) names."""
+    import heapq
+    import tempfile
+
+    in_memory = LIST_IN_MEMORY if in_memory is None else in_memory
+
     def names():
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.name.lower().endswith(suffixes):
                     yield os.fsencode(entry.name)
 
+    def changed():
+        return InputError(f"{folder}: files were added or removed while it was listed; run the task again")
+
     count = width = 0
     for name in names():
         count, width = count + 1, max(width, len(name))
-    out, i = np.empty(count, f"S{max(width, 1)}"), 0
+    width = max(width, 1)
+    chunk, filled, runs = np.empty(min(count, in_memory), f"S{width}"), 0, None
     for name in names():
-        if i == count or len(name) > width:
-            break
-        out[i], i = name, i + 1
-    else:
-        if i == count:
-            out.sort()  # in place; bytes order = str order of the names
-            return out
-    raise InputError(f"{folder}: files were added or removed while it was listed; run the task again")
+        if filled == count or len(name) > width:
+            raise changed()
+        if count <= in_memory:
+            chunk[filled] = name
+        else:  # a sorted run of in_memory names to disk at a time
+            runs = runs or tempfile.TemporaryFile()
+            chunk[filled % in_memory] = name
+            if (filled + 1) % in_memory == 0 or filled + 1 == count:
+                part = chunk[:filled % in_memory + 1]
+                part.sort()
+                runs.write(part.tobytes())
+        filled += 1
+    if filled != count:
+        raise changed()
+    if runs is None:
+        chunk.sort()  # in place; bytes order = str order of the names
+        return chunk
+    runs.flush()
+    del chunk
+    out = tempfile.TemporaryFile()
+    merged = heapq.merge(*(_records(runs, s, min(in_memory, count - s), width) for s in range(0, count, in_memory)))
+    while block := [name for _, name in zip(range(4096), merged)]:
+        out.write(np.array(block, f"S{width}").tobytes())
+    out.flush()
+    runs.close()
+    return DiskNames(out, count, width)
 
 
 class IdIndex:
