@@ -42,6 +42,7 @@ import os
 import pathlib
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -171,7 +172,9 @@ def stage_ingest(args) -> dict:
     links = link_files(args.fits, args.n, pathlib.Path(tempfile.mkdtemp(prefix="scale_fits_")))
     t = time.perf_counter()
     report = sdss_shards.ingest_task(links, pathlib.Path(args.out), wave_range=WAVE, workers=args.workers)
-    return {"items": report["n_files"], "seconds": time.perf_counter() - t, "ingested": report["n_ingested"],
+    seconds = time.perf_counter() - t
+    shutil.rmtree(links)
+    return {"items": report["n_files"], "seconds": seconds, "ingested": report["n_ingested"],
             "workers": args.workers}
 
 
