@@ -131,7 +131,8 @@ def test_bad_files_are_skipped_and_listed_per_task_and_in_the_manifest(sdss_dir,
     assert saved["n_skipped"] == r1["n_skipped"] == 2
     assert r1["n_ingested"] == 1  # the copy: a duplicate only across tasks, caught by the merge
     manifest = shards.merge(tmp_path / "out")
-    reasons = {s["file"]: s["reason"] for s in manifest["skipped"]}
+    assert "skipped" not in manifest and manifest["n_skipped"] == 3  # the list: in manifest.json
+    reasons = {s["file"]: s["reason"] for s in json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped"]}
     assert set(reasons) == {"truncated.fits", "zz_ivar_zero.fits", "zz_copy.fits"}
     assert "truncated" in reasons["truncated.fits"] or "corrupt" in reasons["truncated.fits"]
     assert "masked" in reasons["zz_ivar_zero.fits"] and "duplicate" in reasons["zz_copy.fits"]

@@ -506,15 +506,23 @@ def _kind(report: dict) -> tuple[str, str]:
 
 
 def merge(folder, log=None) -> dict:
-    """Joins every task's catalogue into ``catalogue.parquet`` (task order) and writes ``manifest.json``.
+    """Joins every task's catalogue into ``catalogue.parquet`` (task order) and writes ``manifest.json``; returns
+    the manifest without its list of skipped files (that is in the file).
 
     All tasks must share the grid, layout and options, and every task of the array must be present.
     A file with an id seen in an earlier task is dropped from the catalogue whole and listed as skipped.
+    One task's catalogue and skip list are in memory at a time; the ids seen are 64-bit hashes
+    (:class:`IdIndex`) and the skipped files are spooled to disk, so merging 10^6 spectra does not hold them.
     """
     folder = pathlib.Path(folder)
-    reports = [json.loads(p.read_text()) for p in task_files(folder)]
-    if not reports:
+    paths = task_files(folder)
+    if not paths:
         raise InputError(f"{folder}: no task reports (task-*-of-*.json); run the ingestion tasks first")
+
+    def header(path) -> dict:  # a task report without its skip list
+        return {k: v for k, v in json.loads(path.read_text()).items() if k != "skipped"}
+
+    reports = [header(p) for p in paths]
     num_tasks = reports[0]["num_tasks"]
     missing = sorted(set(range(num_tasks)) - {r["task"] for r in reports})
     if missing or any(r["num_tasks"] != num_tasks for r in reports):
@@ -524,35 +532,48 @@ def merge(folder, log=None) -> dict:
         if r["grid"] != first["grid"] or r["options"] != first["options"] or _kind(r) != _kind(first):
             raise InputError(f"{folder}: {task_name(r['task'], num_tasks)} was ingested with another grid or "
                              "options than task 0; ingest all tasks with the same grid options")
-    tables, skipped, seen = [], [], set()
-    for r in reports:
-        table = pq.read_table(folder / f"{task_name(r['task'], num_tasks)}.parquet")
-        ids, files = table.column("id").to_pylist(), table.column("file").to_pylist()
-        duplicates: dict[str, str] = {}  # file -> its first id seen in an earlier task: the file is dropped whole
-        for sid, file in zip(ids, files):
-            if sid in seen and file not in duplicates:
-                duplicates[file] = sid
-        keep = np.asarray([f not in duplicates for f in files], bool)
-        seen.update(sid for sid, k in zip(ids, keep) if k)
-        for file, sid in duplicates.items():
-            skipped.append({"file": pathlib.Path(file).name,
-                            "reason": f"{file}: duplicate of an earlier task's spectrum {sid}"})
-        tables.append(table.filter(pa.array(keep)))
-        skipped.extend(r["skipped"])
-    catalogue = pa.concat_tables(tables)
-    pq.write_table(catalogue, folder / (CATALOGUE + ".partial"))
+    skipped, seen, n_rows, writer = SkipList(folder, "manifest"), IdIndex(), 0, None
+    try:
+        for path, r in zip(paths, reports):
+            table = pq.read_table(folder / f"{task_name(r['task'], num_tasks)}.parquet")
+            ids, files = table.column("id").to_pylist(), table.column("file").to_pylist()
+            duplicates: dict[str, str] = {}  # file -> its first id seen in an earlier task: the file is dropped whole
+            for sid, file in zip(ids, files):
+                if file not in duplicates and sid in seen:
+                    duplicates[file] = sid
+            keep = [f not in duplicates for f in files]
+            for sid, k in zip(ids, keep):
+                if k:
+                    seen[sid] = 0
+            for file, sid in duplicates.items():
+                skipped.append({"file": pathlib.Path(file).name,
+                                "reason": f"{file}: duplicate of an earlier task's spectrum {sid}"})
+            for entry in json.loads(path.read_text())["skipped"]:
+                skipped.append(entry)
+            table = table.filter(pa.array(keep, pa.bool_()))
+            writer = writer or pq.ParquetWriter(folder / (CATALOGUE + ".partial"), table.schema)
+            writer.write_table(table)
+            n_rows += table.num_rows
+            del table, ids, files
+    except BaseException:
+        skipped.close()
+        skipped.path.unlink(missing_ok=True)
+        raise
+    finally:
+        if writer:
+            writer.close()
     (folder / (CATALOGUE + ".partial")).replace(folder / CATALOGUE)
     dataset, layout = _kind(first)
-    manifest = {"n_spectra": catalogue.num_rows, "n_files": sum(r["n_files"] for r in reports),
+    manifest = {"n_spectra": n_rows, "n_files": sum(r["n_files"] for r in reports),
                 "n_skipped": len(skipped), "skipped": skipped, "grid": first["grid"], "options": first["options"],
                 "num_tasks": num_tasks, "shards": [s for r in reports for s in r["shards"]],
                 "dataset": dataset, "layout": layout, "record": describe_layout(layout)}
     if layout == "spectrum":
         manifest["mask_meaning"] = "1 = good pixel (use)"
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest = write_report(folder / MANIFEST, manifest)
     if log:
-        log(f"merged {num_tasks} task(s): {catalogue.num_rows} spectra in {len(manifest['shards'])} shards, "
-            f"{len(skipped)} skipped -> {folder / CATALOGUE}")
+        log(f"merged {num_tasks} task(s): {n_rows} spectra in {len(manifest['shards'])} shards, "
+            f"{manifest['n_skipped']} skipped -> {folder / CATALOGUE}")
     return manifest
 
 
