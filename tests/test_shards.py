@@ -205,6 +205,24 @@ def test_a_large_folder_is_listed_sorted_on_disk_as_in_memory(data_dir, tmp_path
     assert sorted(ingested + skipped) == [pathlib.Path(p).name for p in in_memory[1][6:13]]
 
 
+@pytest.mark.data("sdss_extra")
+def test_input_files_lists_folders_compactly_and_files_and_globs_as_data_path_does(sdss_dir, data_dir, tmp_path):
+    """RF and audio ingestion list their inputs here: folders as a FileList (flat memory), the rest as
+    ``sources.expand`` gives it; the same files in the same order either way."""
+    from research.data import sources
+
+    extra = data_dir / "sdss_extra"
+    for value in (sdss_dir, f"{sdss_dir},{extra}", [str(extra), str(sdss_dir), str(extra)],
+                  f"{sdss_dir}/spec-*.fits,{extra}", [str(extra / "Mrk477.fits"), str(sdss_dir)]):
+        files = shards.input_files(value, sdss_fits.FITS_SUFFIXES)
+        expected = sources.expand([str(value)] if isinstance(value, pathlib.Path) else value, sdss_fits.FITS_SUFFIXES)
+        assert isinstance(files, shards.FileList) and list(files) == [str(p) for p in expected], value
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sub.fits").mkdir()  # a folder is not a file
+    with pytest.raises(InputError, match=r"empty: no files in the folder \(\*\.fits"):
+        shards.input_files([str(sdss_dir), str(tmp_path / "empty")], sdss_fits.FITS_SUFFIXES)
+
+
 def test_the_task_report_streams_its_skip_list_as_json_dumps_would_write_it(tmp_path):
     for n in (0, 1, 3):
         skips = shards.SkipList(tmp_path, f"t{n}")

@@ -31,7 +31,6 @@ import numpy as np
 
 from research.data import shards
 from research.data.fsdd import SAMPLE_RATE, audible_spectrum, check_bins, frequencies
-from research.data.sources import expand
 from research.errors import InputError
 
 DEFAULT_SHARD_SIZE = 1024
@@ -72,7 +71,7 @@ def ingest_task(inputs, out_dir, *, pattern: str = FSDD_PATTERN, n_fft: int = 81
     groups = tuple(_compile(pattern).groupindex)
     if clash := [g for g in groups if g in ("id", "file", "shard", "row")]:
         raise InputError(f"--pattern: group name {clash[0]!r} is a catalogue column already; rename the group")
-    files = expand([str(inputs)] if isinstance(inputs, pathlib.Path) else inputs, (".wav",), key="--input")
+    files = shards.input_files(inputs, (".wav",))
     options = {"pattern": pattern, "n_fft": n_fft, "n_bins": n_bins, "sample_rate": sample_rate}
     grid = {"n_pixels": n_bins, "axis": frequencies(n_fft, n_bins, sample_rate).tolist(),
             "axis_label": "frequency (Hz)"}

@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 from research.data import rf, shards
-from research.data.rf_iq import frame_spectra, frequency_axis, iq_files, read_iq
+from research.data.rf_iq import IQ_SUFFIXES, frame_spectra, frequency_axis, read_iq
 from research.errors import InputError
 
 DEFAULT_SHARD_SIZE = 4096  # frames are small (1 KiB at 256 bins)
@@ -71,9 +71,9 @@ def ingest_task(inputs, out_dir, *, frame_length: int = 256, hop: int = 128, win
                 floor_db: float = -30.0, dc_guard: int = 2, device_pattern: str | None = None,
                 sample_rate: float = 1e6, task: int = 0, num_tasks: int = 1, workers: int = 1,
                 shard_size: int = DEFAULT_SHARD_SIZE, log=None) -> dict:
-    """Ingests this task's block of captures (a folder, or files/folders/globs as :func:`iq_files`
+    """Ingests this task's block of captures (a folder, or files/folders/globs: :func:`shards.input_files`
     takes them) into shards; returns (and writes) the task report. Defaults are :mod:`research.data.rf`'s."""
-    files = iq_files(inputs)
+    files = shards.input_files(inputs, IQ_SUFFIXES)
     options = {"frame_length": int(frame_length), "hop": int(hop), "window": str(window), "db": bool(db),
                "floor_db": float(floor_db), "dc_guard": int(dc_guard), "device_pattern": device_pattern or None}
     frame_spectra(np.zeros(max(options["frame_length"], 1), np.complex64), options["frame_length"], options["hop"],

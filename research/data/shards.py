@@ -280,6 +280,24 @@ def _prefix(folder: pathlib.Path) -> str:
 LIST_IN_MEMORY = 1 << 16  # names of a folder listing held in memory; a larger folder is sorted on disk
 
 
+def input_files(value, suffixes: Sequence[str], key: str = "--input") -> "FileList":
+    """What an ingestion task reads: folders (one, or several comma-separated or in a sequence) listed as a
+    :class:`FileList`, whose memory does not grow with the folder; files and globs as
+    :func:`research.data.sources.expand` gives them (a list of paths first: use folders at scale)."""
+    from research.data import sources
+
+    entries = [str(value)] if isinstance(value, pathlib.Path) else sources.split_paths(value)
+    paths = [pathlib.Path(e).expanduser() for e in entries]
+    if not entries or any(any(c in e for c in "*?[") or not p.is_dir() for e, p in zip(entries, paths)):
+        return FileList.find(sources.expand(entries, suffixes, key=key), ())
+    lists = []
+    for folder in dict.fromkeys(paths):
+        lists.append(FileList.find(folder, suffixes))
+        if not len(lists[-1]):
+            raise InputError(f"{folder}: no files in the folder ({', '.join('*' + s for s in suffixes)})")
+    return FileList.join(lists)
+
+
 class DiskNames:
     """Sorted fixed-width names in an unnamed temporary file (deleted when closed), read one at a time with
     ``pread``: no page of it stays mapped, so a task's memory does not grow with the number of files."""
@@ -312,7 +330,7 @@ def _listing(folder: pathlib.Path, suffixes: tuple[str, ...], in_memory: int | N
     def names():
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.name.lower().endswith(suffixes):
+                if entry.name.lower().endswith(suffixes) and entry.is_file():
                     yield os.fsencode(entry.name)
 
     def changed():
