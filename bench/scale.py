@@ -21,7 +21,7 @@ reports files/s, CPU seconds and peak RSS of each ingestion process. ``structure
 ``tracemalloc`` what one ingestion task keeps per input file (file list, duplicate index, skipped
 files), now and as the task held it before (list of ``Path``, dict of id strings, list of dicts), on
 ``--n`` empty files named like the ``sizes`` links. ``readers`` times the astropy reader and the fast
-reader (:mod:`research.data.sdss_fitsio`) on the same files, in CPU seconds.
+reader (:mod:`research.data.sdss_fastread`) on the same files, in CPU seconds.
 
 Scale set (``sizes``, ``compare``): the real spectra of the ``--fits`` folders ingested into shards
 on 3600-10400 Å, then N records made from them: record i is real spectrum ``i mod n_real`` rolled
@@ -467,14 +467,14 @@ def mode_structures(args) -> None:
 
 
 def mode_readers(args) -> None:
-    """CPU seconds a file of the astropy reader and the fast reader (:mod:`research.data.sdss_fitsio`), each
+    """CPU seconds a file of the astropy reader and the fast reader (:mod:`research.data.sdss_fastread`), each
     followed by the gridding ingestion does, on the same files, alternating round by round in this process."""
-    from research.data import sdss_fits, sdss_fitsio, sdss_shards
+    from research.data import sdss_fits, sdss_fastread, sdss_shards
 
     files = fits_files(args.fits)
     grid = sdss_fits.make_grid(np.log10(WAVE[0]), np.log10(WAVE[1]))
     readers = {"astropy (research.data.sdss_fits)": sdss_fits.read_spectrum,
-               "fast (research.data.sdss_fitsio)": sdss_fitsio.read_spectrum}
+               "fast (research.data.sdss_fastread)": sdss_fastread.read_spectrum}
     seconds = {name: [] for name in readers}
     for _ in range(args.rounds):
         for name, read in readers.items():
@@ -488,7 +488,7 @@ def mode_readers(args) -> None:
             seconds[name].append(time.process_time() - start)
             print(f"  {name}: {len(files) / seconds[name][-1]:.0f} files/CPU-s", flush=True)
     per_s = {name: len(files) / statistics.median(v) for name, v in seconds.items()}
-    fast, slow = per_s["fast (research.data.sdss_fitsio)"], per_s["astropy (research.data.sdss_fits)"]
+    fast, slow = per_s["fast (research.data.sdss_fastread)"], per_s["astropy (research.data.sdss_fits)"]
     save("scale_readers.json", {"meta": meta(args), "files": len(files), "rounds": args.rounds,
                                 "cpu_seconds": seconds, "files_per_cpu_s": per_s, "fast_over_astropy": fast / slow},
          args.json)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
-from research.data import sdss_fits, sdss_fitsio, sdss_shards, shards
+from research.data import sdss_fits, sdss_fastread, sdss_shards, shards
 from research.errors import InputError
 
 WAVE = (3600.0, 10400.0)
@@ -33,7 +33,7 @@ def one_task(sdss_dir, tmp_path_factory):
 
 def assert_fast_reader_equals_astropy(paths):
     for path in paths:
-        a, b = sdss_fits.read_spectrum(path), sdss_fitsio.read_spectrum(path)
+        a, b = sdss_fits.read_spectrum(path), sdss_fastread.read_spectrum(path)
         for k in ("loglam", "flux", "ivar", "bad"):
             assert getattr(a, k).dtype == getattr(b, k).dtype and np.array_equal(getattr(a, k), getattr(b, k)), k
         for k in a.meta:  # same values and Python types (NaN = NaN)
@@ -60,11 +60,11 @@ def test_fast_reader_reads_plain_files_without_the_astropy_fallback(sdss_dir, da
     def no_fallback(path, mask_bits=None):
         raise AssertionError(f"fell back to astropy: {path}")
 
-    monkeypatch.setattr(sdss_fitsio.sdss_fits, "read_spectrum", no_fallback)
+    monkeypatch.setattr(sdss_fastread.sdss_fits, "read_spectrum", no_fallback)
     unnamed, read = [], 0
     for path in sdss_fits.find_files(sdss_dir) + sdss_fits.find_files(data_dir / "sdss_extra"):
         try:
-            read += sdss_fitsio.read_spectrum(path).flux.size > 0
+            read += sdss_fastread.read_spectrum(path).flux.size > 0
         except AssertionError:
             with fits.open(path) as hdul:
                 assert not any(h.name for h in hdul[1:]), path.name  # only tables without EXTNAME fall back
@@ -153,7 +153,7 @@ def test_a_duplicate_in_a_task_names_the_earlier_file_by_its_index(sdss_dir, tmp
     shutil.copy(good[1], folder / "zz_copy.fits")  # sorts last: a copy of the middle file
     report = sdss_shards.ingest_task(folder, tmp_path / "out", wave_range=WAVE, workers=workers)
     saved = json.loads((tmp_path / "out" / "task-00000-of-00001.json").read_text())
-    sid = sdss_fitsio.read_spectrum(good[1]).id
+    sid = sdss_fastread.read_spectrum(good[1]).id
     assert (report["n_ingested"], report["n_skipped"]) == (3, 1)
     assert saved["skipped"] == [{"file": "zz_copy.fits", "reason": f"{folder / 'zz_copy.fits'}: duplicate of "
                                  f"{good[1].name} (same plate-mjd-fiber {sid})"}]

@@ -187,7 +187,7 @@ def _read_spspec(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
 
 def spspec_from_image(image, header, mask_bits) -> Spectrum:
     """An SDSS-I/II spSpec spectrum from its HDU 0 image (flux, continuum-subtracted, error, mask rows) and
-    header, whichever FITS reader read them (astropy here, fitsio in :mod:`research.data.sdss_fitsio`)."""
+    header, whichever FITS reader read them (astropy here, fitsio in :mod:`research.data.sdss_fastread`)."""
     flux = np.asarray(image[0], np.float64)
     err = np.asarray(image[2], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -2,7 +2,7 @@
 
 Task ``t`` of ``T`` takes the ``t``-th contiguous block of the sorted file list, so the tasks'
 catalogues joined in task order list the spectra as one task would. ``workers`` processes read
-and grid files (:mod:`research.data.sdss_fitsio`) while this process writes the records in file
+and grid files (:mod:`research.data.sdss_fastread`) while this process writes the records in file
 order, so the shards do not depend on the number of workers. Each spectrum is gridded,
 normalised and masked exactly as :func:`research.data.sdss_fits.ingest` does; the grid is fixed
 by ``wave_range``, so tasks ingested independently agree.
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from research.data import sdss_fits, sdss_fitsio, shards
+from research.data import sdss_fits, sdss_fastread, shards
 from research.errors import InputError
 
 DEFAULT_SHARD_SIZE = 1024
@@ -52,7 +52,7 @@ def _read_one(job):
     """Worker: one file -> ('ok', arrays, row) or ('skip', reason). Module level so it pickles."""
     (index, path), options = job
     try:
-        spec = sdss_fitsio.read_spectrum(path, options["mask_bits"])
+        spec = sdss_fastread.read_spectrum(path, options["mask_bits"])
         if (~spec.bad).sum() == 0:
             raise InputError(f"{path}: fully masked (no pixel with ivar > 0, finite flux and no mask bit)")
         flux, ivar, mask, row = grid_spectrum(spec, options["grid"], frame=options["frame"], norm=options["norm"],
