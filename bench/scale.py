@@ -169,15 +169,24 @@ def prepare_for(config, keep=()):
 
 # ---- stages (each in its own process) ----------------------------------------------------------
 def stage_ingest(args) -> dict:
+    """Ingests the folder of links ``--links`` (made and removed by the measuring parent, so neither making
+    nor removing 10^6 links counts in this process's peak RSS)."""
     from research.data import sdss_shards
 
-    links = link_files(args.fits, args.n, pathlib.Path(tempfile.mkdtemp(prefix="scale_fits_")))
     t = time.perf_counter()
-    report = sdss_shards.ingest_task(links, pathlib.Path(args.out), wave_range=WAVE, workers=args.workers)
-    seconds = time.perf_counter() - t
-    shutil.rmtree(links)
-    return {"items": report["n_files"], "seconds": seconds, "ingested": report["n_ingested"],
+    report = sdss_shards.ingest_task(pathlib.Path(args.links), pathlib.Path(args.out), wave_range=WAVE,
+                                     workers=args.workers)
+    return {"items": report["n_files"], "seconds": time.perf_counter() - t, "ingested": report["n_ingested"],
             "workers": args.workers}
+
+
+def ingest_links(args, n: int, out: pathlib.Path, workers: int) -> dict:
+    """The ``ingest`` stage on ``n`` fresh links to the ``--fits`` files."""
+    links = link_files(args.fits, n, pathlib.Path(tempfile.mkdtemp(prefix="scale_fits_", dir=args.work)))
+    try:
+        return run_stage("ingest", "--links", links, "--out", out, "--workers", workers)
+    finally:
+        shutil.rmtree(links)
 
 
 def stage_train(args) -> dict:
@@ -317,8 +326,7 @@ def mode_sizes(args) -> None:
         row = dict(before.get(n, {"n": n}))
         rows.append(row)
         if n <= args.ingest_max and "ingest" in args.stages:
-            row["ingest"] = run_stage("ingest", "--n", n, "--out", pathlib.Path(args.work) / f"ing_{n}",
-                                      "--workers", 1, *[a for f in args.fits for a in ("--fits", f)])
+            row["ingest"] = ingest_links(args, n, pathlib.Path(args.work) / f"ing_{n}", 1)
             keep()
         if "train" in args.stages:
             row["train_stream"] = run_stage("train", "--shards", sset, "--steps", args.steps, *common)
@@ -382,8 +390,7 @@ def mode_workers(args) -> None:
     rows = []  # a count may repeat (--workers 1 2 1 2: alternating rounds on a shared machine)
     for i, w in enumerate(args.workers):
         out = pathlib.Path(args.work) / f"round{i}_workers_{w}"
-        rows.append(run_stage("ingest", "--n", args.files, "--out", out, "--workers", w,
-                              *[a for f in args.fits for a in ("--fits", f)]))
+        rows.append(ingest_links(args, args.files, out, w))
     base = statistics.median(r["items_per_s"] for r in rows if r["workers"] == rows[0]["workers"])
     for r in rows:
         r["speedup"] = r["items_per_s"] / base
@@ -723,6 +730,7 @@ def main() -> None:
     s.add_argument("--fits", action="append", default=None)
     s.add_argument("--out")
     s.add_argument("--shards")
+    s.add_argument("--links")
     s.add_argument("--workers", type=int, default=0)
     s.add_argument("--batch", type=int, default=64)
     s.add_argument("--chunk", type=int, default=8)
