@@ -21,11 +21,13 @@ by worker processes, one or many records per file, written in file order.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import multiprocessing
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -322,9 +324,6 @@ def _records(file, start: int, count: int, width: int, block: int = 4096):
 def _listing(folder: pathlib.Path, suffixes: tuple[str, ...], in_memory: int | None = None):
     """The names in ``folder`` ending in ``suffixes``, sorted: a byte array, or :class:`DiskNames` past
     ``in_memory`` (default :data:`LIST_IN_MEMORY`) names."""
-    import heapq
-    import tempfile
-
     in_memory = LIST_IN_MEMORY if in_memory is None else in_memory
 
     def names():
