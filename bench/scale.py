@@ -311,8 +311,8 @@ def mode_sizes(args) -> None:
     path = pathlib.Path(args.json) if args.json else RESULTS / "scale.json"
     if args.merge and path.is_file():  # keep the other N, and the other stages of these N, of an earlier run
         old = json.loads(path.read_text())
-        rows = [r for r in old["rows"] if r["n"] not in args.n]
-        before = {r["n"]: r for r in old["rows"] if r["n"] in args.n}
+        rows = old["rows"]  # every row stays in the file until this run replaces its stages
+        before = {r["n"]: r for r in rows}
         earlier = old.get("earlier_runs", []) + [old["meta"]]
     common = ["--batch", args.batch, "--chunk", args.chunk, *[a for s in args.set for a in ("--set", s)]]
 
@@ -323,8 +323,10 @@ def mode_sizes(args) -> None:
 
     for n in args.n:
         sset = scale_set(args, n) if {"train", "score"} & set(args.stages) else None  # ingest reads FITS links
-        row = dict(before.get(n, {"n": n}))
-        rows.append(row)
+        row = before.get(n)
+        if row is None:
+            row = {"n": n}
+            rows.append(row)
         if n <= args.ingest_max and "ingest" in args.stages:
             row["ingest"] = ingest_links(args, n, pathlib.Path(args.work) / f"ing_{n}", 1)
             keep()
