@@ -21,13 +21,10 @@ import fitsio
 import numpy as np
 
 from research.data import sdss_fits
-from research.data.sdss_fits import Spectrum, _bad_pixels, _objid
+from research.data.sdss_fits import Spectrum, _bad_pixels
 
 BLOCK = 2880  # FITS headers and data come in blocks of 2880 bytes
 _COADD = ("loglam", "flux", "ivar", "and_mask")
-_INFO = {"plate": ("PLATE",), "mjd": ("MJD",), "fiberid": ("FIBERID",), "objid": ("BESTOBJID", "OBJID"),
-         "class": ("CLASS",), "subclass": ("SUBCLASS",), "z": ("Z",), "zwarning": ("ZWARNING",),
-         "ra": ("RA", "PLUG_RA"), "dec": ("DEC", "PLUG_DEC")}
 # binary-table column codes this reader decodes (others: the full reader): numpy type, bytes per element
 _CODES = {"L": ("i1", 1), "B": ("u1", 1), "I": (">i2", 2), "J": (">i4", 4), "K": (">i8", 8), "A": ("S", 1),
           "E": (">f4", 4), "D": (">f8", 8), "C": (None, 8), "M": (None, 16), "P": (None, 8), "Q": (None, 16)}
@@ -186,21 +183,19 @@ def _coadd(fh, primary: _Header, mask_bits) -> Spectrum:
         elif name in ("SPECOBJ", "SPALL") and info is None:
             if int(header.get("NAXIS2", 0)):
                 layout = _layout(header)
-                wanted = {key: next((n for n in names_ if n in layout), None) for key, names_ in _INFO.items()}
-                info = (wanted, _rows(fh, header, _columns(layout, {n for n in wanted.values() if n}), 1))
+                present = {next(n for n in names if n in layout)  # the first present: the one read
+                           for names, _ in sdss_fits.INFO_COLUMNS.values() if any(n in layout for n in names)}
+                info = (present, _rows(fh, header, _columns(layout, present), 1))
             else:
-                info = ({}, None)
+                info = (set(), None)
         fh.seek(start + header.data_bytes())
     loglam, flux, ivar = (np.asarray(coadd[c], np.float64) for c in ("loglam", "flux", "ivar"))
     mask_word = np.asarray(coadd["and_mask"]) if "and_mask" in coadd else np.zeros(len(flux), np.int64)
-    meta = {"plate": primary.get("PLATEID"), "mjd": primary.get("MJD"), "fiberid": primary.get("FIBERID"),
-            "objid": _objid(primary.get("OBJID")), "class": "", "subclass": "", "z": np.nan, "zwarning": None,
-            "ra": primary.get("PLUG_RA", np.nan), "dec": primary.get("PLUG_DEC", np.nan), "format": "spec"}
-    wanted, row = info
+    meta = sdss_fits.coadd_meta(primary)
+    present, row = info
     if row is not None:
-        defaults = {"class": "", "subclass": "", "z": np.nan, "zwarning": None}
-        meta.update({key: _value(_cell(row, n)) if n else defaults.get(key, meta[key]) for key, n in wanted.items()})
-        meta["objid"] = _objid(meta["objid"])
+        meta = sdss_fits.with_info(meta, lambda names, default: next(
+            (_value(_cell(row, n)) for n in names if n in present), default))
     return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, mask_word, mask_bits), meta)
 
 

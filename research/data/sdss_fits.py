@@ -149,6 +149,31 @@ def _table_with(hdul, names: Sequence[str], columns: set[str]):
     return None
 
 
+# catalogue key -> the SPECOBJ/SPALL columns that hold it (the first present wins) and its value when none does
+INFO_COLUMNS = {"plate": (("PLATE",), None), "mjd": (("MJD",), None), "fiberid": (("FIBERID",), None),
+                "objid": (("BESTOBJID", "OBJID"), None), "class": (("CLASS",), ""), "subclass": (("SUBCLASS",), ""),
+                "z": (("Z",), np.nan), "zwarning": (("ZWARNING",), None), "ra": (("RA", "PLUG_RA"), None),
+                "dec": (("DEC", "PLUG_DEC"), None)}  # None: HDU 0's value stays
+
+
+def coadd_meta(header) -> dict:
+    """The catalogue row of a spec-*.fits file from its HDU 0 ``header`` (anything with ``get``), before the
+    SPECOBJ/SPALL row (:func:`with_info`)."""
+    return {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
+            "objid": _objid(header.get("OBJID")), "class": "", "subclass": "", "z": np.nan, "zwarning": None,
+            "ra": header.get("PLUG_RA", np.nan), "dec": header.get("PLUG_DEC", np.nan), "format": "spec"}
+
+
+def with_info(meta: dict, first) -> dict:
+    """``meta`` with the SPECOBJ/SPALL row's values; ``first(names, default)`` reads the first of the columns
+    ``names`` present in row 0 of the table (stripped text), else ``default``."""
+    out = dict(meta)
+    for key, (names, default) in INFO_COLUMNS.items():
+        out[key] = first(names, meta[key] if default is None else default)
+    out["objid"] = _objid(out["objid"])
+    return out
+
+
 def _read_coadd(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
     coadd = _table_with(hdul, ("COADD",), {"loglam", "flux", "ivar"})
     names = {n.lower() for n in coadd.columns.names}
@@ -161,19 +186,10 @@ def _read_coadd(path: pathlib.Path, hdul, mask_bits) -> Spectrum:
     flux = np.asarray(coadd["flux"], np.float64)
     ivar = np.asarray(coadd["ivar"], np.float64)
     mask_word = np.asarray(coadd["and_mask"]) if "and_mask" in names else np.zeros(len(flux), np.int64)
-    header = hdul[0].header
-    meta = {"plate": header.get("PLATEID"), "mjd": header.get("MJD"), "fiberid": header.get("FIBERID"),
-            "objid": _objid(header.get("OBJID")), "class": "", "subclass": "", "z": np.nan, "zwarning": None,
-            "ra": header.get("PLUG_RA", np.nan), "dec": header.get("PLUG_DEC", np.nan), "format": "spec"}
+    meta = coadd_meta(hdul[0].header)
     info = _table_with(hdul, ("SPECOBJ", "SPALL"), {"class", "z"})
     if info is not None and len(info):
-        meta.update({
-            "plate": _first(info, ("PLATE",), meta["plate"]), "mjd": _first(info, ("MJD",), meta["mjd"]),
-            "fiberid": _first(info, ("FIBERID",), meta["fiberid"]),
-            "objid": _objid(_first(info, ("BESTOBJID", "OBJID"), meta["objid"])),
-            "class": _first(info, ("CLASS",), ""), "subclass": _first(info, ("SUBCLASS",), ""),
-            "z": _first(info, ("Z",), np.nan), "zwarning": _first(info, ("ZWARNING",), None),
-            "ra": _first(info, ("RA", "PLUG_RA"), meta["ra"]), "dec": _first(info, ("DEC", "PLUG_DEC"), meta["dec"])})
+        meta = with_info(meta, lambda names, default: _first(info, names, default))
     return Spectrum(loglam, flux, ivar, _bad_pixels(flux, ivar, mask_word, mask_bits), meta)
 
 

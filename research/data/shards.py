@@ -296,7 +296,7 @@ def input_files(value, suffixes: Sequence[str], key: str = "--input") -> "FileLi
     for folder in dict.fromkeys(paths):
         lists.append(FileList.find(folder, suffixes))
         if not len(lists[-1]):
-            raise InputError(f"{folder}: no files in the folder ({', '.join('*' + s for s in suffixes)})")
+            raise InputError(f"{folder}: no files in the folder" + sources._kinds(suffixes))
     return FileList.join(lists)
 
 
